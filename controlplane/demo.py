@@ -1,0 +1,140 @@
+"""The demo data: always the same, documented in the README, created only by `seed_demo`."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from controlplane.models import Client
+from controlplane.roles import Role
+from controlplane.services import client_create, user_create
+from pipelines.models import Pipeline
+from pipelines.services import item_ingest, pipeline_create
+
+DEMO_PASSWORD = "sluice-demo"  # noqa: S105 -- documented demo login
+
+CLIENTS = (("acme", "Acme Corp"), ("globex", "Globex"))
+
+# username, role, client slugs
+USERS = (
+    ("operator", Role.OPERATOR, ()),
+    ("reviewer", Role.REVIEWER, ("acme", "globex")),
+    ("acme", Role.CLIENT, ("acme",)),
+    ("globex", Role.CLIENT, ("globex",)),
+)
+
+PIPELINES = {
+    "acme": (
+        (
+            "support-triage",
+            "Support ticket triage",
+            "Classifies incoming support tickets by topic and urgency.",
+            (
+                "My invoice shows the wrong amount for October.",
+                "The app crashes when I upload a photo.",
+                "How do I change the email address on my account?",
+                "I was charged twice for the same order.",
+                "Password reset link never arrives.",
+                "Can I get a refund for an unused subscription?",
+                "The export button does nothing in Firefox.",
+                "Please close my account and delete my data.",
+                "Delivery is three days late, where is my parcel?",
+                "Two-factor codes are rejected as invalid.",
+                "Where can I download last year's receipts?",
+                "The dashboard loads very slowly since Monday.",
+            ),
+        ),
+        (
+            "invoice-extraction",
+            "Invoice extraction",
+            "Extracts supplier, date, total and currency from supplier invoices.",
+            (
+                "INVOICE 2024-117 Northwind Traders, 12 Mar 2024, total EUR 1,240.00",
+                "Contoso Ltd invoice #88213 dated 2024-03-15 amount due USD 310.50",
+                "Fabrikam GmbH Rechnung 5531, 18.03.2024, Summe 99,90 EUR",
+                "Initech invoice INV-0042, March 20 2024, balance $4,800.00",
+                "Umbrella Corp, invoice 77-A, 2024-03-22, total GBP 560.00",
+                "Wayne Supplies invoice 9917 of 25/03/2024: EUR 12.30",
+            ),
+        ),
+    ),
+    "globex": (
+        (
+            "contract-review",
+            "Contract review",
+            "Flags risky clauses in incoming vendor contracts.",
+            (
+                "Either party may terminate this agreement with 7 days notice.",
+                "Liability is unlimited for indirect and consequential damages.",
+                "Payment terms are net 90 from the date of invoice.",
+                "The vendor may assign this contract without consent.",
+                "This agreement renews automatically for successive 3-year terms.",
+                "Governing law: the courts of the vendor's choosing.",
+                "Confidentiality obligations survive for 2 years after termination.",
+                "Customer grants vendor a perpetual licence to all submitted data.",
+            ),
+        ),
+        (
+            "lead-scoring",
+            "Lead scoring",
+            "Scores inbound sales leads (draft: not live yet).",
+            (
+                "CTO at a 500-person logistics firm asking for a demo next week.",
+                "Student asking for a free licence for a thesis project.",
+                "Procurement manager requesting a quote for 200 seats.",
+            ),
+        ),
+    ),
+}
+
+
+@transaction.atomic
+def demo_seed() -> dict[str, int]:
+    """Create whatever part of the demo data is missing; existing rows are left untouched."""
+    created = {"clients": 0, "users": 0, "pipelines": 0, "items": 0}
+    clients: dict[str, Client] = {}
+    for slug, name in CLIENTS:
+        client = Client.objects.filter(slug=slug).first()
+        if client is None:
+            client = client_create(name=name, slug=slug, actor_label="demo")
+            created["clients"] += 1
+        clients[slug] = client
+
+    User = get_user_model()
+    for username, role, client_slugs in USERS:
+        if not User.objects.filter(username=username).exists():
+            user_create(
+                username=username,
+                password=DEMO_PASSWORD,
+                role=role,
+                clients=[clients[s] for s in client_slugs],
+                email=f"{username}@example.com",
+                actor_label="demo",
+            )
+            created["users"] += 1
+
+    for client_slug, specs in PIPELINES.items():
+        client = clients[client_slug]
+        for slug, name, description, texts in specs:
+            if Pipeline.objects.filter(client=client, slug=slug).exists():
+                continue
+            status = Pipeline.Status.DRAFT if slug == "lead-scoring" else Pipeline.Status.ACTIVE
+            pipeline = pipeline_create(
+                client=client,
+                name=name,
+                slug=slug,
+                description=description,
+                status=status,
+                actor_label="demo",
+            )
+            created["pipelines"] += 1
+            items = item_ingest(
+                pipeline=pipeline,
+                items=[
+                    {"data": {"text": text}, "external_id": f"{slug}-{n:03d}"}
+                    for n, text in enumerate(texts, start=1)
+                ],
+                actor="demo",
+            )
+            created["items"] += len(items)
+    return created

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+
+from controlplane.models import Client
+from controlplane.roles import Role
+
+
+class ClientForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(max_length=60, help_text="Lowercase letters, digits and hyphens.")
+    contact_email = forms.EmailField(required=False)
+
+
+class PersonForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    email = forms.EmailField(required=False)
+    password = forms.CharField(widget=forms.PasswordInput, strip=False)
+    role = forms.ChoiceField(choices=[(r.value, r.value.title()) for r in Role])
+    clients = forms.ModelMultipleChoiceField(
+        queryset=Client.objects.filter(is_active=True),
+        required=False,
+        help_text="A client user belongs to exactly one client; a reviewer to any number.",
+    )
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        if get_user_model().objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError("A user with this username already exists.")
+        return username
+
+    def clean(self):
+        cleaned = super().clean()
+        password = cleaned.get("password")
+        if password:
+            user = get_user_model()(
+                username=cleaned.get("username", ""), email=cleaned.get("email", "")
+            )
+            try:
+                validate_password(password, user)
+            except forms.ValidationError as exc:
+                self.add_error("password", exc)
+        return cleaned

@@ -1,0 +1,36 @@
+"""Every recurring task of Sluice, declared once; `schedules_ensure` makes the database agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django_q.models import Schedule
+
+
+@dataclass(frozen=True)
+class Recurring:
+    name: str
+    func: str
+    minutes: int
+
+
+SCHEDULES: tuple[Recurring, ...] = (
+    Recurring(name="sluice.heartbeat", func="controlplane.tasks.heartbeat_task", minutes=1),
+)
+
+
+def schedules_ensure() -> None:
+    """Create or update the declared schedules and drop stale `sluice.*` ones (idempotent)."""
+    for recurring in SCHEDULES:
+        Schedule.objects.update_or_create(
+            name=recurring.name,
+            defaults={
+                "func": recurring.func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": recurring.minutes,
+                "repeats": -1,
+            },
+        )
+    Schedule.objects.filter(name__startswith="sluice.").exclude(
+        name__in=[r.name for r in SCHEDULES]
+    ).delete()

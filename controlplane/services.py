@@ -1,0 +1,123 @@
+"""Writes of the ground layer: roles, clients, users, the audit log, worker heartbeats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+
+from controlplane.models import AuditEntry, Client, Membership, WorkerHeartbeat
+from controlplane.roles import ROLE_ORDER, Role
+
+
+def roles_ensure() -> None:
+    """Create the role groups if missing and give operators every permission (idempotent)."""
+    for role in ROLE_ORDER:
+        Group.objects.get_or_create(name=role.value)
+    operators = Group.objects.get(name=Role.OPERATOR.value)
+    operators.permissions.set(Permission.objects.all())
+
+
+def audit_record(
+    *,
+    actor: AbstractBaseUser | None,
+    action: str,
+    obj: models.Model,
+    client: Client | None = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    actor_label: str | None = None,
+) -> AuditEntry:
+    """Append one entry to the audit log; call it inside the transaction of the change."""
+    label = actor_label or (actor.get_username() if actor is not None else "system")
+    return AuditEntry.objects.create(
+        actor=actor,
+        actor_label=label,
+        action=action,
+        object_type=obj._meta.model_name,
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:200],
+        client=client,
+        before=dict(before) if before is not None else None,
+        after=dict(after) if after is not None else None,
+    )
+
+
+def _client_fields(client: Client) -> dict[str, Any]:
+    return {
+        "name": client.name,
+        "slug": client.slug,
+        "contact_email": client.contact_email,
+        "is_active": client.is_active,
+    }
+
+
+@transaction.atomic
+def client_create(
+    *,
+    name: str,
+    slug: str,
+    contact_email: str = "",
+    actor: AbstractBaseUser | None = None,
+    actor_label: str | None = None,
+) -> Client:
+    """Create a client; names and slugs are unique (case-insensitive for names)."""
+    client = Client(name=name.strip(), slug=slug.strip(), contact_email=contact_email.strip())
+    client.full_clean()
+    client.save()
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="client.create",
+        obj=client,
+        client=client,
+        after=_client_fields(client),
+    )
+    return client
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    password: str,
+    role: Role,
+    clients: Iterable[Client] = (),
+    email: str = "",
+    actor: AbstractBaseUser | None = None,
+    actor_label: str | None = None,
+) -> AbstractBaseUser:
+    """Create a user with one role; a client user belongs to exactly one client."""
+    clients = list(clients)
+    if role == Role.CLIENT and len(clients) != 1:
+        raise ValidationError({"clients": "A client user belongs to exactly one client."})
+    if role == Role.OPERATOR and clients:
+        raise ValidationError({"clients": "Operators see every client; choose no clients."})
+    User = get_user_model()
+    user = User(username=username, email=email, is_staff=(role == Role.OPERATOR))
+    user.set_password(password)
+    user.full_clean(exclude=["password"])
+    user.save()
+    user.groups.add(Group.objects.get_or_create(name=role.value)[0])
+    Membership.objects.bulk_create([Membership(user=user, client=c) for c in clients])
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="user.create",
+        obj=user,
+        after={"username": username, "role": role.value, "clients": [c.slug for c in clients]},
+    )
+    return user
+
+
+def heartbeat_record(*, host: str, cluster: str, pid: int) -> WorkerHeartbeat:
+    """Note that a worker cluster on a host is alive now."""
+    heartbeat, _ = WorkerHeartbeat.objects.update_or_create(
+        host=host, cluster=cluster, defaults={"pid": pid, "last_seen": timezone.now()}
+    )
+    return heartbeat

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from controlplane import selectors, services
+from controlplane.access import role_required
+from controlplane.forms import ClientForm, PersonForm
+from controlplane.roles import Role, role_of
+from controlplane.throttle import login_failed, login_succeeded, login_throttled
+
+LANDING = {
+    Role.OPERATOR: "pipeline-list",
+    Role.CLIENT: "pipeline-list",
+    Role.REVIEWER: "review-queue",
+}
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("login")
+    role = role_of(request.user)
+    if role is None:
+        raise PermissionDenied("Your account has no role yet: ask an operator to assign one.")
+    return redirect(LANDING[role])
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, refusing with 429 after too many failures for a username or address."""
+
+    redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        username = request.POST.get("username", "")
+        ip = request.META.get("REMOTE_ADDR", "")
+        if login_throttled(username=username, ip=ip):
+            form = self.get_form()
+            form.errors.clear()
+            form.add_error(None, "Too many failed attempts. Wait a few minutes and try again.")
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        login_failed(
+            username=self.request.POST.get("username", ""),
+            ip=self.request.META.get("REMOTE_ADDR", ""),
+        )
+        return super().form_invalid(form)
+
+    def form_valid(self, form):
+        login_succeeded(username=form.get_user().get_username())
+        return super().form_valid(form)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Role.OPERATOR)
+def client_list(request: HttpRequest) -> HttpResponse:
+    form = ClientForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                client = services.client_create(actor=request.user, **form.cleaned_data)
+            except ValidationError as exc:
+                _copy_errors(form, exc)
+            else:
+                messages.success(request, f"Client “{client.name}” created.")
+                return redirect("client-list")
+        status = 422
+    context = {"clients": selectors.client_list_for_user(user=request.user), "form": form}
+    if request.htmx and request.method == "POST":
+        return render(request, "controlplane/clients.html#client-form", context, status=status)
+    return render(request, "controlplane/clients.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Role.OPERATOR)
+def person_list(request: HttpRequest) -> HttpResponse:
+    form = PersonForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                person = services.user_create(
+                    username=data["username"],
+                    email=data["email"],
+                    password=data["password"],
+                    role=Role(data["role"]),
+                    clients=data["clients"],
+                    actor=request.user,
+                )
+            except ValidationError as exc:
+                _copy_errors(form, exc)
+            else:
+                messages.success(request, f"{person.get_username()} can now sign in.")
+                return redirect("person-list")
+        status = 422
+    people = [
+        {
+            "user": person,
+            "role": role_of(person),
+            "clients": [m.client for m in person.memberships.all()],
+        }
+        for person in selectors.user_list()
+    ]
+    context = {"people": people, "form": form}
+    if request.htmx and request.method == "POST":
+        return render(request, "controlplane/people.html#person-form", context, status=status)
+    return render(request, "controlplane/people.html", context, status=status)
+
+
+@require_GET
+@role_required(Role.OPERATOR)
+def system_status(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    heartbeats = [
+        {"beat": beat, "age": (now - beat.last_seen).total_seconds()}
+        for beat in selectors.heartbeat_list()
+    ]
+    context = {
+        "heartbeats": heartbeats,
+        "mode": _mode(),
+        "audit_entries": selectors.audit_entry_list(limit=20),
+    }
+    return render(request, "controlplane/system.html", context)
+
+
+def _copy_errors(form, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+def _mode() -> dict[str, str]:
+    engine = connections[DEFAULT_DB_ALIAS].vendor
+    return {
+        "database": "PostgreSQL" if engine == "postgresql" else "SQLite (embedded)",
+        "broker": "Redis" if settings.REDIS_URL else "database (ORM)",
+        "channel_layer": "Redis" if settings.REDIS_URL else "in-memory (this process)",
+        "environment": settings.SLUICE_ENV,
+    }
+
+
+# --- Probes for load balancers and Kubernetes ---------------------------------------------
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up and answering. Checks nothing else, so it never flaps with a dependency."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready for traffic: the database answers, migrations are applied, the broker answers."""
+    checks: dict[str, dict[str, str]] = {}
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = {"status": "ok", "vendor": connection.vendor}
+    except Exception as exc:
+        checks["database"] = {"status": "error", "error": _short(exc)}
+    if checks["database"]["status"] == "ok":
+        try:
+            executor = MigrationExecutor(connection)
+            pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+            checks["migrations"] = (
+                {"status": "ok"}
+                if not pending
+                else {"status": "error", "error": f"{len(pending)} migrations not applied"}
+            )
+        except Exception as exc:
+            checks["migrations"] = {"status": "error", "error": _short(exc)}
+    else:
+        checks["migrations"] = {"status": "error", "error": "database unreachable"}
+    checks["broker"] = _broker_check(checks["database"])
+    ready = all(check["status"] == "ok" for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ready else "error", "checks": checks}, status=200 if ready else 503
+    )
+
+
+def _broker_check(database_check: dict[str, str]) -> dict[str, str]:
+    if not settings.REDIS_URL:
+        return {"status": database_check["status"], "kind": "orm"}
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
+        return {"status": "ok", "kind": "redis"}
+    except Exception as exc:
+        return {"status": "error", "kind": "redis", "error": _short(exc)}
+
+
+def _short(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from controlplane.access import role_required
+from controlplane.roles import Role
+from pipelines.models import Item
+from pipelines.selectors import (
+    item_get_for_user,
+    item_list_for_user,
+    pipeline_get_for_user,
+    pipeline_list_for_user,
+)
+
+PAGE_SIZE = 50
+
+
+@require_GET
+@role_required(Role.OPERATOR, Role.CLIENT)
+def pipeline_list(request: HttpRequest) -> HttpResponse:
+    pipelines = pipeline_list_for_user(user=request.user)
+    return render(request, "pipelines/pipeline_list.html", {"pipelines": pipelines})
+
+
+@require_GET
+@role_required(Role.OPERATOR, Role.CLIENT)
+def pipeline_detail(request: HttpRequest, client_slug: str, slug: str) -> HttpResponse:
+    pipeline = pipeline_get_for_user(user=request.user, client_slug=client_slug, slug=slug)
+    status = request.GET.get("status", "")
+    if status not in Item.Status.values:
+        status = ""
+    before = request.GET.get("before", "")
+    items = item_list_for_user(user=request.user).filter(pipeline=pipeline)
+    if status:
+        items = items.filter(status=status)
+    if before.isdigit():
+        items = items.filter(pk__lt=int(before))
+    # Keyset pagination: never counts the item table, however large it grows.
+    page = list(items.order_by("-id")[: PAGE_SIZE + 1])
+    context = {
+        "pipeline": pipeline,
+        "items": page[:PAGE_SIZE],
+        "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "status": status,
+        "statuses": Item.Status.choices,
+    }
+    if request.htmx and before:
+        return render(request, "pipelines/pipeline_detail.html#item-rows", context)
+    return render(request, "pipelines/pipeline_detail.html", context)
+
+
+@require_GET
+@role_required(Role.OPERATOR, Role.CLIENT)
+def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    item = item_get_for_user(user=request.user, pk=pk)
+    return render(
+        request, "pipelines/item_detail.html", {"item": item, "ledger": item.ledger.all()}
+    )

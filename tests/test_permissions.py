@@ -1,0 +1,189 @@
+"""Who may open which page: every role against every page, allowed and forbidden.
+
+The matrix must name every URL of the project (see the last test), so a new page cannot ship
+without deciding who may use it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client as HttpClient
+from django.urls import get_resolver, reverse
+
+from tests.conftest import login
+
+PERSONAS = ("anonymous", "operator", "reviewer", "client_a", "client_b", "no_role")
+
+# url name -> (how to build the URL from the world, {persona: expected status})
+# 302 for anonymous means "sent to the login page".
+MATRIX = {
+    "home": (
+        lambda w: reverse("home"),
+        {
+            "anonymous": 302,
+            "operator": 302,
+            "reviewer": 302,
+            "client_a": 302,
+            "client_b": 302,
+            "no_role": 403,
+        },
+    ),
+    "pipeline-list": (
+        lambda w: reverse("pipeline-list"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 200,
+            "client_b": 200,
+            "no_role": 403,
+        },
+    ),
+    "pipeline-detail": (
+        lambda w: reverse("pipeline-detail", args=["acme", "triage"]),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 200,
+            "client_b": 404,
+            "no_role": 403,
+        },
+    ),
+    "item-detail": (
+        lambda w: reverse("item-detail", args=[w["acme_item"].pk]),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 200,
+            "client_b": 404,
+            "no_role": 403,
+        },
+    ),
+    "review-queue": (
+        lambda w: reverse("review-queue"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 200,
+            "client_a": 403,
+            "client_b": 403,
+            "no_role": 403,
+        },
+    ),
+    "client-list": (
+        lambda w: reverse("client-list"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 403,
+            "client_b": 403,
+            "no_role": 403,
+        },
+    ),
+    "person-list": (
+        lambda w: reverse("person-list"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 403,
+            "client_b": 403,
+            "no_role": 403,
+        },
+    ),
+    "system-status": (
+        lambda w: reverse("system-status"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 403,
+            "client_b": 403,
+            "no_role": 403,
+        },
+    ),
+    "password_change": (
+        lambda w: reverse("password_change"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 200,
+            "client_a": 200,
+            "client_b": 200,
+            "no_role": 200,
+        },
+    ),
+    "password_change_done": (
+        lambda w: reverse("password_change_done"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 200,
+            "client_a": 200,
+            "client_b": 200,
+            "no_role": 200,
+        },
+    ),
+    "login": (
+        lambda w: reverse("login"),
+        {
+            "anonymous": 200,
+            "operator": 302,
+            "reviewer": 302,
+            "client_a": 302,
+            "client_b": 302,
+            "no_role": 302,
+        },
+    ),
+    # Logout only answers POST; GET is refused for everyone.
+    "logout": (
+        lambda w: reverse("logout"),
+        dict.fromkeys(PERSONAS, 405),
+    ),
+    "healthz": (lambda w: reverse("healthz"), dict.fromkeys(PERSONAS, 200)),
+    "readyz": (lambda w: reverse("readyz"), dict.fromkeys(PERSONAS, 200)),
+    # The Django admin is for operators only (staff); everyone else is sent to its login.
+    "admin:index": (
+        lambda w: reverse("admin:index"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 302,
+            "client_a": 302,
+            "client_b": 302,
+            "no_role": 302,
+        },
+    ),
+}
+
+CASES = [(name, persona) for name in MATRIX for persona in PERSONAS]
+
+
+@pytest.mark.parametrize(("url_name", "persona"), CASES, ids=[f"{n}-{p}" for n, p in CASES])
+def test_each_role_gets_the_right_answer_on_each_page(world, url_name, persona):
+    build, expected = MATRIX[url_name]
+    http = HttpClient() if persona == "anonymous" else login(world[persona])
+    url = build(world)
+    response = http.get(url)
+    assert response.status_code == expected[persona], (url, persona)
+    if persona == "anonymous" and expected[persona] == 302 and url_name != "home":
+        assert "login" in response["Location"]
+
+
+def test_the_matrix_names_every_page_of_the_project():
+    resolver = get_resolver()
+    names = {key for key in resolver.reverse_dict if isinstance(key, str)}
+    missing = names - set(MATRIX)
+    assert not missing, f"pages without a permission row: {sorted(missing)}"
+
+
+def test_forbidden_pages_use_the_sluice_error_page(world):
+    response = login(world["client_a"]).get(reverse("client-list"))
+    assert response.status_code == 403
+    assert b"open this page" in response.content
+    response = login(world["client_b"]).get(reverse("pipeline-detail", args=["acme", "triage"]))
+    assert response.status_code == 404
+    assert b"Nothing here" in response.content

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import re
+
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from tests.conftest import login
+
+
+def test_pages_carry_a_strict_content_security_policy(world):
+    response = login(world["operator"]).get(reverse("pipeline-list"))
+    csp = response["Content-Security-Policy"]
+    assert "default-src 'self'" in csp
+    script_src = re.search(r"script-src ([^;]+)", csp).group(1)
+    assert "'unsafe-inline'" not in script_src and "'unsafe-eval'" not in script_src
+    assert "frame-ancestors 'none'" in csp
+
+
+def test_pages_load_no_inline_script_and_nothing_from_another_host(world):
+    for name in ("pipeline-list", "client-list", "person-list", "system-status", "review-queue"):
+        html = login(world["operator"]).get(reverse(name)).content.decode()
+        for tag in re.findall(r"<script[^>]*>", html):
+            assert 'src="/static/' in tag, tag
+        assert "http://" not in html.replace("http://127.0.0.1", "")
+        assert "https://" not in html
+
+
+def test_htmx_requests_carry_the_csrf_token(world):
+    html = login(world["operator"]).get(reverse("client-list")).content.decode()
+    assert re.search(r"hx-headers='\{\"X-CSRFToken\": \"[A-Za-z0-9]+\"\}'", html)
+
+
+def test_forms_refuse_a_post_without_csrf_token(operator):
+    from django.test import Client as HttpClient
+
+    http = HttpClient(enforce_csrf_checks=True)
+    http.force_login(operator)
+    response = http.post(reverse("client-list"), {"name": "X", "slug": "x"})
+    assert response.status_code == 403
+
+
+def test_the_server_error_page_stands_alone_in_the_same_look():
+    html = render_to_string("500.html")
+    assert "Something went wrong" in html
+    assert "/static/css/app.css" in html
+
+
+def test_static_assets_are_vendored_and_served(client):
+    for path in (
+        "/static/vendor/htmx/htmx.min.js",
+        "/static/vendor/plotly/plotly.min.js",
+        "/static/vendor/pico/pico.min.css",
+        "/static/css/app.css",
+        "/static/img/favicon.svg",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
