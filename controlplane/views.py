@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from controlplane import selectors, services
 from controlplane.access import role_required
 from controlplane.forms import ClientForm, PersonForm
+from controlplane.htmx import redirect_after_post
 from controlplane.roles import Role, role_of
 from controlplane.throttle import login_failed, login_succeeded, login_throttled
 
@@ -75,7 +76,7 @@ def client_list(request: HttpRequest) -> HttpResponse:
                 _copy_errors(form, exc)
             else:
                 messages.success(request, f"Client “{client.name}” created.")
-                return redirect("client-list")
+                return redirect_after_post(request, "client-list")
         status = 422
     context = {"clients": selectors.client_list_for_user(user=request.user), "form": form}
     if request.htmx and request.method == "POST":
@@ -104,7 +105,7 @@ def person_list(request: HttpRequest) -> HttpResponse:
                 _copy_errors(form, exc)
             else:
                 messages.success(request, f"{person.get_username()} can now sign in.")
-                return redirect("person-list")
+                return redirect_after_post(request, "person-list")
         status = 422
     people = [
         {

@@ -99,3 +99,11 @@ def test_only_operators_can_create_clients_or_people(client_a, reviewer):
         )
     assert not Client.objects.filter(slug="evil").exists()
     assert not get_user_model().objects.filter(username="evil").exists()
+
+
+def test_a_successful_htmx_create_asks_the_browser_to_reload_the_page(operator):
+    response = login(operator).post(
+        reverse("client-list"), {"name": "Hooli", "slug": "hooli"}, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == reverse("client-list")
