@@ -16,9 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MANAGE = [sys.executable, str(ROOT / "manage.py")]
 
 
+# Set by the browser tests for their own process only; a child process must not inherit it.
+_NOT_INHERITED = ("DJANGO_ALLOW_ASYNC_UNSAFE",)
+
+
 def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a fresh embedded install: SQLite in `data_dir`, no Redis."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    dropped = ("DATABASE_URL", "REDIS_URL", *_NOT_INHERITED)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update({"SLUICE_DATA_DIR": str(data_dir), "SLUICE_ENV": "development"}, **extra)
     env.pop("SQLITE_PATH", None)
     return env
@@ -26,7 +31,7 @@ def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def env_for_test_database(**extra: str) -> dict[str, str]:
     """The environment that points a child process at the database the current test uses."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     db = settings.DATABASES["default"]
     if db["ENGINE"].endswith("sqlite3"):
         env["SQLITE_PATH"] = str(db["NAME"])
