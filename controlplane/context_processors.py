@@ -15,10 +15,17 @@ class NavLink:
 
 
 NAVIGATION = (
-    NavLink("Pipelines", "pipeline-list", (Role.OPERATOR, Role.CLIENT), ("pipeline-", "item-")),
+    NavLink(
+        "Pipelines",
+        "pipeline-list",
+        (Role.OPERATOR, Role.CLIENT),
+        ("pipeline-", "item-", "step-", "prompt-"),
+    ),
     NavLink("Review", "review-queue", (Role.OPERATOR, Role.REVIEWER), ("review-",)),
+    NavLink("Providers", "provider-list", (Role.OPERATOR,), ("provider-",)),
     NavLink("Clients", "client-list", (Role.OPERATOR,), ("client-",)),
     NavLink("People", "person-list", (Role.OPERATOR,), ("person-",)),
+    NavLink("Audit", "audit-list", (Role.OPERATOR,), ("audit-",)),
     NavLink("System", "system-status", (Role.OPERATOR,), ("system-",)),
 )
 

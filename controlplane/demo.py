@@ -9,7 +9,8 @@ from controlplane.models import Client
 from controlplane.roles import Role
 from controlplane.services import client_create, user_create
 from pipelines.models import Pipeline
-from pipelines.services import item_ingest, pipeline_create
+from pipelines.services.configuration import pipeline_create
+from pipelines.services.ingest import item_ingest
 
 DEMO_PASSWORD = "sluice-demo"  # noqa: S105 -- documented demo login
 

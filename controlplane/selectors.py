@@ -41,5 +41,32 @@ def audit_entry_list(*, limit: int = 50) -> QuerySet[AuditEntry]:
     return AuditEntry.objects.select_related("client")[:limit]
 
 
+def audit_entry_search(
+    *,
+    action: str = "",
+    client: str = "",
+    actor: str = "",
+    before: int | None = None,
+    limit: int = 50,
+) -> QuerySet[AuditEntry]:
+    """Audit entries newest first, filtered by action prefix, client slug and actor name, from
+    entry id `before` downwards (keyset pagination: the log is never counted)."""
+    entries = AuditEntry.objects.select_related("client").order_by("-id")
+    if action:
+        entries = entries.filter(action__startswith=action)
+    if client:
+        entries = entries.filter(client__slug=client)
+    if actor:
+        entries = entries.filter(actor_label__iexact=actor)
+    if before is not None:
+        entries = entries.filter(pk__lt=before)
+    return entries[:limit]
+
+
+def audit_action_list() -> list[str]:
+    """The kinds of action the log holds, for the filter."""
+    return list(AuditEntry.objects.order_by("action").values_list("action", flat=True).distinct())
+
+
 def heartbeat_list() -> QuerySet[WorkerHeartbeat]:
     return WorkerHeartbeat.objects.order_by("-last_seen")

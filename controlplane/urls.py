@@ -25,6 +25,7 @@ urlpatterns = [
     path("clients/", views.client_list, name="client-list"),
     path("people/", views.person_list, name="person-list"),
     path("system/", views.system_status, name="system-status"),
+    path("audit/", views.audit_list, name="audit-list"),
     path("", include("pipelines.urls")),
     path("", include("review.urls")),
     path("admin/", admin.site.urls),

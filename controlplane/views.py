@@ -137,6 +137,33 @@ def system_status(request: HttpRequest) -> HttpResponse:
     return render(request, "controlplane/system.html", context)
 
 
+AUDIT_PAGE = 50
+
+
+@require_GET
+@role_required(Role.OPERATOR)
+def audit_list(request: HttpRequest) -> HttpResponse:
+    filters = {
+        "action": request.GET.get("action", "").strip(),
+        "client": request.GET.get("client", "").strip(),
+        "actor": request.GET.get("actor", "").strip(),
+    }
+    before = request.GET.get("before", "")
+    entries = list(
+        selectors.audit_entry_search(
+            limit=AUDIT_PAGE + 1, before=int(before) if before.isdigit() else None, **filters
+        )
+    )
+    context = {
+        "entries": entries[:AUDIT_PAGE],
+        "next_before": entries[AUDIT_PAGE - 1].pk if len(entries) > AUDIT_PAGE else None,
+        "filters": filters,
+        "clients": selectors.client_list_for_user(user=request.user),
+        "actions": selectors.audit_action_list(),
+    }
+    return render(request, "controlplane/audit.html", context)
+
+
 def _copy_errors(form, exc: ValidationError) -> None:
     if hasattr(exc, "error_dict"):
         for field, errors in exc.message_dict.items():

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from controlplane.models import Client
+
+env_var_name = RegexValidator(
+    r"^[A-Z_][A-Z0-9_]*$", "An environment variable name: capitals, digits and underscores."
+)
 
 
 class Pipeline(models.Model):
@@ -18,6 +26,26 @@ class Pipeline(models.Model):
     slug = models.SlugField(max_length=60)
     description = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    # Items that fail it are quarantined with the reason; {} accepts any JSON object.
+    input_schema = models.JSONField(default=dict, blank=True)
+    default_priority = models.PositiveSmallIntegerField(
+        default=5, validators=[MaxValueValidator(9)]
+    )
+    latency_target_seconds = models.PositiveIntegerField(
+        default=300, help_text="SLA: seconds from ingest to delivery."
+    )
+    daily_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Spend per day before new work is held; empty for no limit.",
+    )
+    concurrency_limit = models.PositiveIntegerField(
+        default=32,
+        validators=[MinValueValidator(1)],
+        help_text="Items of this pipeline running at once, across all workers.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -25,6 +53,9 @@ class Pipeline(models.Model):
         ordering = ["client__name", "name"]
         constraints = [
             models.UniqueConstraint(fields=["client", "slug"], name="pipeline_slug_unique"),
+            models.CheckConstraint(
+                condition=models.Q(default_priority__lte=9), name="pipeline_priority_0_9"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -84,3 +115,225 @@ class LedgerEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.item_id}: {self.from_status or '∅'} → {self.to_status}"
+
+
+class Provider(models.Model):
+    """Where model calls go: the in-process local model, an OpenAI-compatible server, or a
+    simulation. API keys are never stored: only the name of the variable that holds one."""
+
+    class Kind(models.TextChoices):
+        LOCAL = "local", "Local (scikit-learn, offline)"
+        OPENAI = "openai", "OpenAI-compatible"
+        SIMULATED = "simulated", "Simulated"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    base_url = models.URLField(blank=True, help_text="OpenAI-compatible servers only.")
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[env_var_name],
+        help_text="Name of the environment variable holding the API key (never the key).",
+    )
+    timeout_seconds = models.DecimalField(
+        max_digits=6,
+        decimal_places=1,
+        default=Decimal("30"),
+        validators=[MinValueValidator(Decimal("0.1"))],
+    )
+    max_concurrency = models.PositiveIntegerField(default=16, validators=[MinValueValidator(1)])
+    rate_limit_per_minute = models.PositiveIntegerField(
+        default=0, help_text="Requests per minute across all workers; 0 for no limit."
+    )
+    breaker_failure_threshold = models.PositiveIntegerField(
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="Consecutive failures that open the circuit breaker.",
+    )
+    breaker_reset_seconds = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds the breaker stays open before a probe call.",
+    )
+    # Simulated providers: latency distribution, failure rate per error class, token counts.
+    simulation = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AiModel(models.Model):
+    """A model a provider serves, with its prices, so every call has a cost."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
+    name = models.CharField(max_length=200, help_text="The provider's model name.")
+    input_price_per_mtok = models.DecimalField(
+        "input price per million tokens", max_digits=10, decimal_places=4, default=Decimal("0")
+    )
+    output_price_per_mtok = models.DecimalField(
+        "output price per million tokens", max_digits=10, decimal_places=4, default=Decimal("0")
+    )
+    context_window = models.PositiveIntegerField(default=8192)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name = "model"
+        ordering = ["provider__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "name"], name="aimodel_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.name}/{self.name}"
+
+
+class Step(models.Model):
+    """One model call in a pipeline, with the gate its output must pass."""
+
+    class Kind(models.TextChoices):
+        CLASSIFY = "classify", "Classify"
+        GENERATE = "generate", "Generate / extract"
+
+    class OnGateFailure(models.TextChoices):
+        REVIEW = "review", "Send to review"
+        REJECT = "reject", "Reject"
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=60)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CLASSIFY)
+    labels = models.JSONField(default=list, blank=True)
+    output_schema = models.JSONField(default=dict, blank=True)
+    confidence_threshold = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.800"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+    )
+    rules = models.JSONField(default=list, blank=True)
+    on_gate_failure = models.CharField(
+        max_length=10, choices=OnGateFailure.choices, default=OnGateFailure.REVIEW
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pipeline", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "slug"], name="step_slug_unique"),
+            models.UniqueConstraint(
+                fields=["pipeline", "position"],
+                name="step_position_unique",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(confidence_threshold__gte=0, confidence_threshold__lte=1),
+                name="step_threshold_0_1",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RouteEntry(models.Model):
+    """One model in a step's route. Entries whose conditions match an item, in order, are the
+    model to call and then its fallback chain."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="route")
+    position = models.PositiveSmallIntegerField()
+    model = models.ForeignKey(AiModel, on_delete=models.PROTECT, related_name="+")
+    min_input_chars = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Only for inputs longer than this many characters."
+    )
+    min_priority = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(9)],
+        help_text="Only for items of at least this priority.",
+    )
+
+    class Meta:
+        ordering = ["step", "position"]
+        verbose_name_plural = "route entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["step", "position"],
+                name="route_position_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step} #{self.position}: {self.model}"
+
+
+class PromptVersion(models.Model):
+    """An immutable prompt: once written it never changes; labels point at versions."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="prompt_versions")
+    number = models.PositiveIntegerField()
+    template = models.TextField()
+    # Model call parameters: temperature, max_tokens, ...
+    parameters = models.JSONField(default=dict, blank=True)
+    change_note = models.CharField(max_length=300, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "number"], name="prompt_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step} v{self.number}"
+
+
+class PromptLabel(models.Model):
+    """`production` or `candidate`: which version a step runs. Moving it is publish or rollback."""
+
+    class Name(models.TextChoices):
+        PRODUCTION = "production"
+        CANDIDATE = "candidate"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="prompt_labels")
+    name = models.CharField(max_length=12, choices=Name.choices)
+    version = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="labels")
+    moved_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["step", "name"], name="prompt_label_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.name} → v{self.version.number}"
+
+
+class Example(models.Model):
+    """A labeled example of a step: input data and the expected output. Trains the local model
+    and is the evaluation set."""
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload"
+        REVIEW = "review"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="examples")
+    data = models.JSONField()
+    expected = models.JSONField()
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["step", "-id"], name="example_step_recent")]
+
+    def __str__(self) -> str:
+        return f"example {self.pk} of {self.step}"

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from controlplane.selectors import client_list_for_user
-from pipelines.models import Item, Pipeline
+from pipelines.models import AiModel, Item, Pipeline, PromptVersion, Provider, Step
 
 
 def pipeline_list_for_user(*, user) -> QuerySet[Pipeline]:
@@ -34,3 +34,55 @@ def item_get_for_user(*, user, pk: int) -> Item:
         return item_list_for_user(user=user).select_related("pipeline__client").get(pk=pk)
     except Item.DoesNotExist:
         raise Http404("No such item") from None
+
+
+def step_get_for_user(*, user, pk: int) -> Step:
+    """One step with its pipeline and client; 404 outside the user's clients."""
+    try:
+        return (
+            Step.objects.filter(pipeline__in=pipeline_list_for_user(user=user))
+            .select_related("pipeline__client")
+            .get(pk=pk)
+        )
+    except Step.DoesNotExist:
+        raise Http404("No such step") from None
+
+
+def prompt_version_list(*, step: Step) -> list[PromptVersion]:
+    """Every version of a step's prompt, newest first, each with `label_names`."""
+    labels: dict[int, list[str]] = {}
+    for label in step.prompt_labels.all():
+        labels.setdefault(label.version_id, []).append(label.name)
+    versions = list(step.prompt_versions.select_related("author"))
+    for version in versions:
+        version.label_names = sorted(labels.get(version.pk, []), reverse=True)
+    return versions
+
+
+def prompt_version_get(*, step: Step, number: int) -> PromptVersion:
+    try:
+        return step.prompt_versions.get(number=number)
+    except PromptVersion.DoesNotExist:
+        raise Http404("No such prompt version") from None
+
+
+def prompt_label_version(*, step: Step, label: str) -> PromptVersion | None:
+    """The version a label points at, or None."""
+    found = step.prompt_labels.filter(name=label).select_related("version").first()
+    return found.version if found else None
+
+
+def provider_list() -> QuerySet[Provider]:
+    return Provider.objects.prefetch_related("models")
+
+
+def provider_get(*, pk: int) -> Provider:
+    try:
+        return Provider.objects.get(pk=pk)
+    except Provider.DoesNotExist:
+        raise Http404("No such provider") from None
+
+
+def aimodel_list(*, active_only: bool = True) -> QuerySet[AiModel]:
+    models = AiModel.objects.select_related("provider")
+    return models.filter(is_active=True) if active_only else models

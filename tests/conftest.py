@@ -67,9 +67,37 @@ def no_role(db):
 
 
 @pytest.fixture
-def world(acme_item, globex_item, operator, reviewer, client_a, client_b, no_role):
+def provider(db):
+    from pipelines.services.configuration import aimodel_create, provider_create
+
+    provider = provider_create(name="Local", kind="local", actor=None)
+    aimodel_create(provider=provider, name="tfidf-logreg", actor=None)
+    return provider
+
+
+@pytest.fixture
+def acme_step(acme_pipeline, operator):
+    from pipelines.services.configuration import step_create
+
+    return step_create(
+        pipeline=acme_pipeline,
+        name="Topic",
+        slug="topic",
+        kind="classify",
+        labels=["billing", "bug", "account"],
+        template="Classify this ticket: {{ text }}",
+        actor=operator,
+    )
+
+
+@pytest.fixture
+def world(
+    acme_item, globex_item, operator, reviewer, client_a, client_b, no_role, acme_step, provider
+):
     """Everything at once, keyed by persona name."""
     return {
+        "acme_step": acme_step,
+        "provider": provider,
         "operator": operator,
         "reviewer": reviewer,
         "client_a": client_a,

@@ -89,9 +89,21 @@ def test_a_weak_new_password_is_refused_with_the_reason(client_a):
 @pytest.mark.parametrize(
     ("persona", "shown", "hidden"),
     [
-        ("operator", ["Pipelines", "Review", "Clients", "People", "System"], []),
-        ("reviewer", ["Review"], ["Pipelines", "Clients", "People", "System"]),
-        ("client_a", ["Pipelines"], ["Review", "Clients", "People", "System"]),
+        (
+            "operator",
+            ["Pipelines", "Review", "Providers", "Clients", "People", "Audit", "System"],
+            [],
+        ),
+        (
+            "reviewer",
+            ["Review"],
+            ["Pipelines", "Providers", "Clients", "People", "Audit", "System"],
+        ),
+        (
+            "client_a",
+            ["Pipelines"],
+            ["Review", "Providers", "Clients", "People", "Audit", "System"],
+        ),
     ],
 )
 def test_the_navigation_shows_each_role_only_what_it_may_use(world, persona, shown, hidden):

@@ -14,6 +14,15 @@ from tests.conftest import login
 
 PERSONAS = ("anonymous", "operator", "reviewer", "client_a", "client_b", "no_role")
 
+OPERATOR_ONLY = {
+    "anonymous": 302,
+    "operator": 200,
+    "reviewer": 403,
+    "client_a": 403,
+    "client_b": 403,
+    "no_role": 403,
+}
+
 # url name -> (how to build the URL from the world, {persona: expected status})
 # 302 for anonymous means "sent to the login page".
 MATRIX = {
@@ -61,6 +70,29 @@ MATRIX = {
             "no_role": 403,
         },
     ),
+    "pipeline-create": (lambda w: reverse("pipeline-create"), OPERATOR_ONLY),
+    "pipeline-settings": (
+        lambda w: reverse("pipeline-settings", args=["acme", "triage"]),
+        OPERATOR_ONLY,
+    ),
+    "step-create": (lambda w: reverse("step-create", args=["acme", "triage"]), OPERATOR_ONLY),
+    "step-detail": (lambda w: reverse("step-detail", args=[w["acme_step"].pk]), OPERATOR_ONLY),
+    "prompt-editor": (
+        lambda w: reverse("prompt-editor", args=[w["acme_step"].pk]),
+        OPERATOR_ONLY,
+    ),
+    "prompt-diff": (lambda w: reverse("prompt-diff", args=[w["acme_step"].pk]), OPERATOR_ONLY),
+    # POST only: a GET is refused before anyone's role is looked at.
+    "prompt-label": (
+        lambda w: reverse("prompt-label", args=[w["acme_step"].pk, 1]),
+        dict.fromkeys(PERSONAS, 405),
+    ),
+    "provider-list": (lambda w: reverse("provider-list"), OPERATOR_ONLY),
+    "provider-detail": (
+        lambda w: reverse("provider-detail", args=[w["provider"].pk]),
+        OPERATOR_ONLY,
+    ),
+    "audit-list": (lambda w: reverse("audit-list"), OPERATOR_ONLY),
     "review-queue": (
         lambda w: reverse("review-queue"),
         {

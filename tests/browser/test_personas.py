@@ -26,7 +26,7 @@ def nav_labels(page) -> list[str]:
             "operator",
             "olivia",
             "/pipelines/",
-            ["Pipelines", "Review", "Clients", "People", "System"],
+            ["Pipelines", "Review", "Providers", "Clients", "People", "Audit", "System"],
         ),
         ("reviewer", "rita", "/review/", ["Review"]),
         ("client_a", "alice", "/pipelines/", ["Pipelines"]),

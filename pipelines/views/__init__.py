@@ -1,0 +1,2 @@
+"""Pages of the pipelines layer: `items` (what runs), `configuration` (pipelines, steps,
+prompts), `catalogue` (providers and models)."""
