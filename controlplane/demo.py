@@ -8,8 +8,14 @@ from django.db import transaction
 from controlplane.models import Client
 from controlplane.roles import Role
 from controlplane.services import client_create, user_create
-from pipelines.models import Pipeline
-from pipelines.services.configuration import pipeline_create
+from pipelines.models import AiModel, Pipeline, Provider
+from pipelines.services.configuration import (
+    aimodel_create,
+    pipeline_create,
+    provider_create,
+    route_set,
+    step_create,
+)
 from pipelines.services.ingest import item_ingest
 
 DEMO_PASSWORD = "sluice-demo"  # noqa: S105 -- documented demo login
@@ -89,6 +95,109 @@ PIPELINES = {
 }
 
 
+TEXT_SCHEMA = {
+    "type": "object",
+    "properties": {"text": {"type": "string", "minLength": 1}},
+    "required": ["text"],
+}
+
+# provider name, kind, settings, models (name, input $/Mtok, output $/Mtok, context window)
+PROVIDERS = (
+    ("Local", "local", {}, (("tfidf-logreg", "0", "0", 100_000),)),
+    (
+        "Simulated LLM",
+        "simulated",
+        {
+            "simulation": {
+                "latency_ms": {"p50": 600, "p95": 2000},
+                "failure_rates": {"transient": 0.02},
+            }
+        },
+        (("sim-small", "0.15", "0.60", 128_000), ("sim-large", "2.50", "10.00", 128_000)),
+    ),
+)
+
+# pipeline slug -> steps: (slug, name, fields, template, route as [(provider/model, min chars)])
+STEPS = {
+    "support-triage": (
+        (
+            "topic",
+            "Topic",
+            {
+                "kind": "classify",
+                "labels": ["billing", "bug", "account", "shipping", "other"],
+                "confidence_threshold": "0.80",
+            },
+            "Classify this support ticket by topic.\n\nTicket: {{ text }}",
+            [("Local/tfidf-logreg", None)],
+        ),
+    ),
+    "invoice-extraction": (
+        (
+            "fields",
+            "Extract fields",
+            {
+                "kind": "generate",
+                "output_schema": {
+                    "type": "object",
+                    "properties": {
+                        "supplier": {"type": "string"},
+                        "date": {"type": "string"},
+                        "total": {"type": "number"},
+                        "currency": {"type": "string"},
+                    },
+                    "required": ["supplier", "total", "currency"],
+                },
+                "rules": [
+                    {"kind": "allowed", "field": "currency", "values": ["EUR", "USD", "GBP"]},
+                    {"kind": "range", "field": "total", "min": 0},
+                ],
+                "confidence_threshold": "0.85",
+            },
+            "Extract supplier, invoice date, total and currency as JSON from:\n{{ text }}",
+            [("Simulated LLM/sim-large", 2000), ("Simulated LLM/sim-small", None)],
+        ),
+    ),
+    "contract-review": (
+        (
+            "risk",
+            "Clause risk",
+            {
+                "kind": "classify",
+                "labels": ["low", "medium", "high"],
+                "confidence_threshold": "0.90",
+            },
+            "Rate the legal risk of this contract clause for the customer.\n\n{{ text }}",
+            [("Simulated LLM/sim-small", None)],
+        ),
+    ),
+}
+
+
+def _demo_models() -> dict[str, AiModel]:
+    models: dict[str, AiModel] = {}
+    for name, kind, fields, model_specs in PROVIDERS:
+        provider = Provider.objects.filter(name=name).first()
+        if provider is None:
+            provider = provider_create(
+                name=name, kind=kind, actor=None, actor_label="demo", **fields
+            )
+        for model_name, price_in, price_out, window in model_specs:
+            model = provider.models.filter(name=model_name).first()
+            if model is None:
+                model = aimodel_create(
+                    provider=provider,
+                    name=model_name,
+                    actor=None,
+                    actor_label="demo",
+                    input_price_per_mtok=price_in,
+                    output_price_per_mtok=price_out,
+                    context_window=window,
+                )
+            models[f"{name}/{model_name}"] = model
+    return models
+
+
 @transaction.atomic
 def demo_seed() -> dict[str, int]:
     """Create whatever part of the demo data is missing; existing rows are left untouched."""
@@ -114,6 +223,7 @@ def demo_seed() -> dict[str, int]:
             )
             created["users"] += 1
 
+    models = _demo_models()
     for client_slug, specs in PIPELINES.items():
         client = clients[client_slug]
         for slug, name, description, texts in specs:
@@ -126,9 +236,28 @@ def demo_seed() -> dict[str, int]:
                 slug=slug,
                 description=description,
                 status=status,
+                input_schema=TEXT_SCHEMA,
                 actor_label="demo",
             )
             created["pipelines"] += 1
+            for step_slug, step_name, fields, template, route in STEPS.get(slug, ()):
+                step = step_create(
+                    pipeline=pipeline,
+                    name=step_name,
+                    slug=step_slug,
+                    template=template,
+                    actor=None,
+                    actor_label="demo",
+                    **fields,
+                )
+                route_set(
+                    step=step,
+                    entries=[
+                        {"model": models[key], "min_input_chars": chars} for key, chars in route
+                    ],
+                    actor=None,
+                    actor_label="demo",
+                )
             items = item_ingest(
                 pipeline=pipeline,
                 items=[

@@ -115,7 +115,9 @@ class PromptVersionForm(forms.Form):
         strip=False,
     )
     parameters = PrettyJSONField(
-        required=False, help_text='Model parameters, e.g. {"temperature": 0, "max_tokens": 300}.'
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "code", "spellcheck": "false"}),
+        help_text='Model parameters, e.g. {"temperature": 0, "max_tokens": 300}.',
     )
     change_note = forms.CharField(max_length=300, required=False)
 

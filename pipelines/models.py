@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -165,6 +166,17 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if self.kind == self.Kind.OPENAI and not self.base_url:
+            errors["base_url"] = "An OpenAI-compatible provider needs a base URL."
+        if not isinstance(self.simulation, dict):
+            errors["simulation"] = "Simulation settings must be a JSON object."
+        elif self.kind != self.Kind.SIMULATED and self.simulation:
+            errors["simulation"] = "Only simulated providers have simulation settings."
+        if errors:
+            raise ValidationError(errors)
 
 
 class AiModel(models.Model):

@@ -8,13 +8,36 @@ from django.core.management import call_command
 from controlplane.demo import DEMO_PASSWORD
 from controlplane.models import AuditEntry, Client
 from controlplane.roles import Role, role_of
-from pipelines.models import Item, LedgerEvent, Pipeline
+from pipelines.models import (
+    AiModel,
+    Item,
+    LedgerEvent,
+    Pipeline,
+    PromptLabel,
+    PromptVersion,
+    Provider,
+    RouteEntry,
+    Step,
+)
 
 
 def _counts() -> dict[str, int]:
     return {
         model.__name__: model.objects.count()
-        for model in (Client, get_user_model(), Pipeline, Item, LedgerEvent, AuditEntry)
+        for model in (
+            Client,
+            get_user_model(),
+            Pipeline,
+            Item,
+            LedgerEvent,
+            AuditEntry,
+            Provider,
+            AiModel,
+            Step,
+            PromptVersion,
+            PromptLabel,
+            RouteEntry,
+        )
     }
 
 
@@ -36,6 +59,11 @@ def test_seed_demo_creates_the_documented_data_and_a_second_run_changes_nothing(
     for slug in ("acme", "globex"):
         assert Pipeline.objects.filter(client__slug=slug).exists()
         assert Item.objects.filter(pipeline__client__slug=slug).exists()
+    # Every active demo pipeline has a configured step with a production prompt and a route.
+    for pipeline in Pipeline.objects.filter(status="active"):
+        step = pipeline.steps.get()
+        assert step.prompt_labels.filter(name="production").exists()
+        assert step.route.exists()
     # Every item has its first ledger event.
     assert LedgerEvent.objects.count() == Item.objects.count()
 

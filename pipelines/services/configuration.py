@@ -387,20 +387,7 @@ def prompt_label_remove(*, step: Step, label: str, actor: AbstractBaseUser | Non
 
 
 def _provider_validate(provider: Provider) -> None:
-    errors: dict[str, list[str]] = {}
-    if provider.kind == Provider.Kind.OPENAI and not provider.base_url:
-        errors["base_url"] = ["An OpenAI-compatible provider needs a base URL."]
-    if provider.kind != Provider.Kind.SIMULATED and provider.simulation:
-        errors["simulation"] = ["Only simulated providers have simulation settings."]
-    if not isinstance(provider.simulation, dict):
-        errors["simulation"] = ["Simulation settings must be a JSON object."]
-    try:
-        provider.full_clean()
-    except ValidationError as exc:
-        for field, messages in exc.message_dict.items():
-            errors.setdefault(field, []).extend(messages)
-    if errors:
-        raise ValidationError(errors)
+    provider.full_clean()
 
 
 @transaction.atomic
