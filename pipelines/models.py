@@ -341,6 +341,9 @@ class Example(models.Model):
     data = models.JSONField()
     expected = models.JSONField()
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    source_import = models.ForeignKey(
+        "ExampleImport", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -349,3 +352,44 @@ class Example(models.Model):
 
     def __str__(self) -> str:
         return f"example {self.pk} of {self.step}"
+
+
+class ExampleImport(models.Model):
+    """An uploaded file of labeled examples, imported in the background with its progress.
+
+    The file is kept in the row until the import ends, so any worker host can read it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="example_imports")
+    filename = models.CharField(max_length=255)
+    content = models.BinaryField(editable=False)
+    size = models.PositiveBigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    bytes_done = models.PositiveBigIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    # The first rejected rows, [{"line": 7, "reason": "..."}], for the report.
+    rejected_rows = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} → {self.step}"
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return min(99, int(100 * self.bytes_done / self.size)) if self.size else 0

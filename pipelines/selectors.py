@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from controlplane.selectors import client_list_for_user
-from pipelines.models import AiModel, Item, Pipeline, PromptVersion, Provider, Step
+from pipelines.models import AiModel, Example, Item, Pipeline, PromptVersion, Provider, Step
 
 
 def pipeline_list_for_user(*, user) -> QuerySet[Pipeline]:
@@ -86,3 +86,28 @@ def provider_get(*, pk: int) -> Provider:
 def aimodel_list(*, active_only: bool = True) -> QuerySet[AiModel]:
     models = AiModel.objects.select_related("provider")
     return models.filter(is_active=True) if active_only else models
+
+
+def example_list(
+    *, step: Step, query: str = "", before: int | None = None, limit: int = 50
+) -> QuerySet[Example]:
+    """A step's examples, newest first; `query` searches the input and expected output text."""
+    examples = step.examples.order_by("-id")
+    if query:
+        examples = examples.filter(Q(data__icontains=query) | Q(expected__icontains=query))
+    if before is not None:
+        examples = examples.filter(pk__lt=before)
+    return examples[:limit]
+
+
+def sample_data(*, step: Step) -> dict:
+    """Something to try a prompt on: the newest item of the pipeline, else the newest example,
+    else one empty string per input-schema property."""
+    item = step.pipeline.items.order_by("-id").values_list("data", flat=True).first()
+    if item is not None:
+        return item
+    example = step.examples.order_by("-id").values_list("data", flat=True).first()
+    if example is not None:
+        return example
+    properties = (step.pipeline.input_schema or {}).get("properties", {})
+    return dict.fromkeys(properties, "")

@@ -2,11 +2,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pipelines.views import catalogue, configuration, items
+from pipelines.views import catalogue, configfile, configuration, examples, items, threshold
 
 urlpatterns = [
     path("pipelines/", items.pipeline_list, name="pipeline-list"),
     path("pipelines/new/", configuration.pipeline_create, name="pipeline-create"),
+    path("pipelines/import/", configfile.pipeline_import_view, name="pipeline-import"),
+    path(
+        "pipelines/<slug:client_slug>/<slug:slug>/export.yaml",
+        configfile.pipeline_export,
+        name="pipeline-export",
+    ),
     path(
         "pipelines/<slug:client_slug>/<slug:slug>/", items.pipeline_detail, name="pipeline-detail"
     ),
@@ -23,11 +29,20 @@ urlpatterns = [
     path("steps/<int:pk>/", configuration.step_detail, name="step-detail"),
     path("steps/<int:pk>/prompt/", configuration.prompt_editor, name="prompt-editor"),
     path("steps/<int:pk>/prompt/diff/", configuration.prompt_diff, name="prompt-diff"),
+    path("steps/<int:pk>/prompt/try/", configuration.prompt_try, name="prompt-try"),
     path(
         "steps/<int:pk>/prompt/<int:number>/label/",
         configuration.prompt_label,
         name="prompt-label",
     ),
+    path("steps/<int:pk>/threshold/", threshold.step_threshold, name="step-threshold"),
+    path("steps/<int:pk>/examples/", examples.example_list_view, name="example-list"),
+    path(
+        "steps/<int:pk>/examples/imports/<int:import_pk>/",
+        examples.example_import_status,
+        name="example-import",
+    ),
+    path("steps/<int:pk>/examples/delete/", examples.example_delete_view, name="example-delete"),
     path("items/<int:pk>/", items.item_detail, name="item-detail"),
     path("providers/", catalogue.provider_list_view, name="provider-list"),
     path("providers/<int:pk>/", catalogue.provider_detail, name="provider-detail"),

@@ -91,11 +91,30 @@ def acme_step(acme_pipeline, operator):
 
 
 @pytest.fixture
+def example_import(acme_step, operator):
+    from pipelines.models import ExampleImport
+
+    return ExampleImport.objects.create(
+        step=acme_step, filename="tickets.csv", content=b"", size=0, created_by=operator
+    )
+
+
+@pytest.fixture
 def world(
-    acme_item, globex_item, operator, reviewer, client_a, client_b, no_role, acme_step, provider
+    acme_item,
+    globex_item,
+    operator,
+    reviewer,
+    client_a,
+    client_b,
+    no_role,
+    acme_step,
+    provider,
+    example_import,
 ):
     """Everything at once, keyed by persona name."""
     return {
+        "example_import": example_import,
         "acme_step": acme_step,
         "provider": provider,
         "operator": operator,

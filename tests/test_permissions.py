@@ -71,6 +71,11 @@ MATRIX = {
         },
     ),
     "pipeline-create": (lambda w: reverse("pipeline-create"), OPERATOR_ONLY),
+    "pipeline-import": (lambda w: reverse("pipeline-import"), OPERATOR_ONLY),
+    "pipeline-export": (
+        lambda w: reverse("pipeline-export", args=["acme", "triage"]),
+        OPERATOR_ONLY,
+    ),
     "pipeline-settings": (
         lambda w: reverse("pipeline-settings", args=["acme", "triage"]),
         OPERATOR_ONLY,
@@ -85,6 +90,23 @@ MATRIX = {
     # POST only: a GET is refused before anyone's role is looked at.
     "prompt-label": (
         lambda w: reverse("prompt-label", args=[w["acme_step"].pk, 1]),
+        dict.fromkeys(PERSONAS, 405),
+    ),
+    "step-threshold": (
+        lambda w: reverse("step-threshold", args=[w["acme_step"].pk]),
+        OPERATOR_ONLY,
+    ),
+    "example-list": (lambda w: reverse("example-list", args=[w["acme_step"].pk]), OPERATOR_ONLY),
+    "example-import": (
+        lambda w: reverse("example-import", args=[w["acme_step"].pk, w["example_import"].pk]),
+        OPERATOR_ONLY,
+    ),
+    "example-delete": (
+        lambda w: reverse("example-delete", args=[w["acme_step"].pk]),
+        dict.fromkeys(PERSONAS, 405),
+    ),
+    "prompt-try": (
+        lambda w: reverse("prompt-try", args=[w["acme_step"].pk]),
         dict.fromkeys(PERSONAS, 405),
     ),
     "provider-list": (lambda w: reverse("provider-list"), OPERATOR_ONLY),

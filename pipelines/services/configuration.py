@@ -104,6 +104,11 @@ def _apply(obj: models.Model, changes: Mapping[str, Any], allowed: Sequence[str]
 def _pipeline_validate(pipeline: Pipeline) -> None:
     problems = schema_problems(pipeline.input_schema) if pipeline.input_schema else []
     errors: dict[str, list[str]] = {}
+    if pipeline.daily_budget is not None:
+        try:
+            pipeline.daily_budget = Decimal(str(pipeline.daily_budget)).quantize(Decimal("0.01"))
+        except ArithmeticError:
+            errors["daily_budget"] = ["Enter an amount such as 25.00."]
     if problems:
         errors["input_schema"] = problems
     try:
@@ -143,7 +148,11 @@ def pipeline_create(
 
 @transaction.atomic
 def pipeline_update(
-    *, pipeline: Pipeline, actor: AbstractBaseUser | None, **changes: Any
+    *,
+    pipeline: Pipeline,
+    actor: AbstractBaseUser | None,
+    actor_label: str | None = None,
+    **changes: Any,
 ) -> Pipeline:
     """Change a pipeline's settings (status included); audited with the fields that changed."""
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
@@ -161,7 +170,13 @@ def pipeline_update(
             new["status"], action
         )
     audit_record(
-        actor=actor, action=action, obj=pipeline, client=pipeline.client, before=old, after=new
+        actor=actor,
+        actor_label=actor_label,
+        action=action,
+        obj=pipeline,
+        client=pipeline.client,
+        before=old,
+        after=new,
     )
     return pipeline
 
@@ -180,6 +195,13 @@ def classify_output_schema(labels: Sequence[str]) -> dict:
 
 def _step_validate(step: Step) -> None:
     errors: dict[str, list[str]] = {}
+    # Stored with three places; normalising here keeps audit diffs free of "0.8" vs "0.800".
+    try:
+        step.confidence_threshold = Decimal(str(step.confidence_threshold)).quantize(
+            Decimal("0.001")
+        )
+    except ArithmeticError:
+        errors["confidence_threshold"] = ["Enter a number between 0 and 1."]
     if step.kind == Step.Kind.CLASSIFY:
         labels = step.labels
         if (
@@ -219,6 +241,8 @@ def step_create(
     template: str,
     actor: AbstractBaseUser | None,
     actor_label: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    change_note: str = "First version",
     **fields: Any,
 ) -> Step:
     """Add a step at the end of the pipeline with its first prompt version, in production."""
@@ -254,7 +278,13 @@ def step_create(
 
 
 @transaction.atomic
-def step_update(*, step: Step, actor: AbstractBaseUser | None, **changes: Any) -> Step:
+def step_update(
+    *,
+    step: Step,
+    actor: AbstractBaseUser | None,
+    actor_label: str | None = None,
+    **changes: Any,
+) -> Step:
     """Change a step's gate or output settings; audited with the fields that changed."""
     step = Step.objects.select_for_update().select_related("pipeline__client").get(pk=step.pk)
     before = snapshot(step, STEP_FIELDS)
@@ -266,6 +296,7 @@ def step_update(*, step: Step, actor: AbstractBaseUser | None, **changes: Any) -
     step.save()
     audit_record(
         actor=actor,
+        actor_label=actor_label,
         action="step.update",
         obj=step,
         client=step.pipeline.client,

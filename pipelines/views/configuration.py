@@ -4,6 +4,7 @@ service; an invalid form answers 422 with the field errors (swapped in place for
 from __future__ import annotations
 
 import difflib
+import json
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -29,9 +30,11 @@ from pipelines.selectors import (
     prompt_label_version,
     prompt_version_get,
     prompt_version_list,
+    sample_data,
     step_get_for_user,
 )
 from pipelines.services import configuration as config
+from pipelines.services.trial import step_try
 
 
 def copy_errors(form, exc: ValidationError) -> None:
@@ -202,6 +205,7 @@ def prompt_editor(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
         "versions": versions,
         "production": production,
+        "sample": json.dumps(sample_data(step=step), indent=2, ensure_ascii=False),
     }
     status = 422 if form.errors else 200
     if request.htmx and request.method == "POST":
@@ -261,3 +265,25 @@ def prompt_diff(request: HttpRequest, pk: int) -> HttpResponse:
         "table": table,
     }
     return render(request, "pipelines/prompt_diff.html", context)
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def prompt_try(request: HttpRequest, pk: int) -> HttpResponse:
+    """Run the template in the editor on a sample once and show what the gate would decide."""
+    step = step_get_for_user(user=request.user, pk=pk)
+    error = ""
+    try:
+        data = json.loads(request.POST.get("sample") or "{}")
+        parameters = json.loads(request.POST.get("parameters") or "{}")
+    except json.JSONDecodeError as exc:
+        error = f"The sample and the parameters must be JSON: {exc.msg} at line {exc.lineno}."
+    else:
+        if not isinstance(data, dict) or not isinstance(parameters, dict):
+            error = "The sample and the parameters must be JSON objects."
+    if error:
+        return render(request, "pipelines/partials/trial.html", {"error": error}, status=422)
+    trial = step_try(
+        step=step, template=request.POST.get("template", ""), parameters=parameters, data=data
+    )
+    return render(request, "pipelines/partials/trial.html", {"trial": trial, "step": step})

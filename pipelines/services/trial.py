@@ -1,0 +1,172 @@
+""" "Try it": run one sample through a step's model once, without creating an item."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Count, Max
+
+from pipelines.gate import GateVerdict, gate_evaluate, input_text
+from pipelines.models import Step
+from pipelines.providers import (
+    CallRequest,
+    ConfigurationError,
+    ProviderError,
+    ProviderSettings,
+    cost_of,
+    provider_for,
+)
+from pipelines.route import route_candidates
+from pipelines.schemas import schema_errors
+from pipelines.services.evaluation import MAX_EXAMPLES, MIN_EXAMPLES
+from pipelines.templating import PromptTemplateError, render_prompt
+
+# A trial waits at most this long, whatever the provider's own timeout, so a page never hangs.
+TRIAL_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What one sample did: each stage's result, or the error that stopped it."""
+
+    rendered_prompt: str = ""
+    model: str = ""
+    simulated: bool = False
+    output: dict[str, Any] | None = None
+    confidence: float | None = None
+    verdict: GateVerdict | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal | None = None
+    latency_ms: float | None = None
+    error: str = ""
+    error_class: str = ""
+
+    @property
+    def output_json(self) -> str:
+        return json.dumps(self.output, indent=2, ensure_ascii=False)
+
+
+def local_model_bytes(*, step: Step) -> bytes:
+    """The local classifier of a step, trained on its examples; cached until they change."""
+    from pipelines.providers.local import local_train
+
+    stats = step.examples.aggregate(n=Count("id"), last=Max("id"))
+    if step.kind != Step.Kind.CLASSIFY or stats["n"] < MIN_EXAMPLES:
+        raise ConfigurationError(
+            f"The local model of this step trains on its labeled examples: add at least "
+            f"{MIN_EXAMPLES} (it has {stats['n']})."
+        )
+    key = f"local-model:{step.pk}:{stats['n']}:{stats['last']}"
+    model = cache.get(key)
+    if model is None:
+        rows = list(step.examples.order_by("-id").values_list("data", "expected")[:MAX_EXAMPLES])
+        model = local_train(
+            texts=[input_text(data) for data, _ in rows],
+            labels=[str(expected.get("label", "")) for _, expected in rows],
+        )
+        cache.set(key, model, timeout=3600)
+    return model
+
+
+def step_try(
+    *,
+    step: Step,
+    template: str,
+    parameters: Mapping[str, Any],
+    data: Mapping[str, Any],
+    priority: int | None = None,
+) -> Trial:
+    """Render `template` with `data`, call the step's first matching model once, and judge the
+    output with the step's gate. Nothing is written."""
+    pipeline = step.pipeline
+    if pipeline.input_schema:
+        problems = schema_errors(schema=pipeline.input_schema, instance=dict(data), limit=3)
+        if problems:
+            return Trial(error="; ".join(str(p) for p in problems), error_class="input")
+    try:
+        prompt = render_prompt(template=template, data=data)
+    except PromptTemplateError as exc:
+        return Trial(error=str(exc), error_class="input")
+    text = input_text(data)
+    entries = list(step.route.select_related("model__provider"))
+    candidates = route_candidates(
+        entries,
+        input_chars=len(text),
+        priority=pipeline.default_priority if priority is None else priority,
+    )
+    if not candidates:
+        return Trial(
+            rendered_prompt=prompt,
+            error="This step has no model: set its route.",
+            error_class="system",
+        )
+    model = candidates[0].model
+    provider = model.provider
+    settings = ProviderSettings(
+        kind=provider.kind,
+        base_url=provider.base_url,
+        api_key_env=provider.api_key_env,
+        timeout_seconds=float(provider.timeout_seconds),
+        max_concurrency=provider.max_concurrency,
+        simulation=provider.simulation,
+    )
+    request = CallRequest(
+        prompt=prompt,
+        model=model.name,
+        parameters=dict(parameters),
+        labels=tuple(step.labels) if step.kind == Step.Kind.CLASSIFY else None,
+        output_schema=step.output_schema or None,
+        input_text=text,
+    )
+    label = str(model)
+    try:
+        model_bytes = local_model_bytes(step=step) if provider.kind == "local" else None
+        result = asyncio.run(_call_once(settings, model_bytes, request))
+    except ProviderError as exc:
+        return Trial(
+            rendered_prompt=prompt, model=label, error=str(exc), error_class=str(exc.error_class)
+        )
+    except TimeoutError:
+        return Trial(
+            rendered_prompt=prompt,
+            model=label,
+            error_class="transient",
+            error=f"no answer within {TRIAL_TIMEOUT_SECONDS} s",
+        )
+    verdict = gate_evaluate(
+        output=result.output,
+        confidence=result.confidence,
+        threshold=step.confidence_threshold,
+        output_schema=step.output_schema,
+        rules=step.rules,
+    )
+    return Trial(
+        rendered_prompt=prompt,
+        model=label,
+        simulated=result.simulated,
+        output=result.output,
+        confidence=result.confidence,
+        verdict=verdict,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cost=cost_of(
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            input_price_per_mtok=model.input_price_per_mtok,
+            output_price_per_mtok=model.output_price_per_mtok,
+        ),
+        latency_ms=result.latency_ms,
+    )
+
+
+async def _call_once(settings: ProviderSettings, model_bytes: bytes | None, request: CallRequest):
+    provider = provider_for(kind=settings.kind, settings=settings, local_model_bytes=model_bytes)
+    async with provider:
+        return await asyncio.wait_for(provider.call(request), timeout=TRIAL_TIMEOUT_SECONDS)
