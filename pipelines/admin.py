@@ -2,7 +2,19 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from pipelines.models import Item, LedgerEvent, Pipeline
+from pipelines.models import (
+    AiModel,
+    Example,
+    ExampleImport,
+    Item,
+    LedgerEvent,
+    Pipeline,
+    PromptLabel,
+    PromptVersion,
+    Provider,
+    RouteEntry,
+    Step,
+)
 
 
 @admin.register(Pipeline)
@@ -29,3 +41,108 @@ class ItemAdmin(admin.ModelAdmin):
     search_fields = ["external_id"]
     inlines = [LedgerInline]
     show_full_result_count = False
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "base_url", "api_key_env", "max_concurrency"]
+    list_filter = ["kind"]
+
+
+@admin.register(AiModel)
+class AiModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "provider",
+        "input_price_per_mtok",
+        "output_price_per_mtok",
+        "is_active",
+    ]
+    list_filter = ["provider", "is_active"]
+
+
+class RouteInline(admin.TabularInline):
+    model = RouteEntry
+    extra = 0
+
+
+class PromptLabelInline(admin.TabularInline):
+    model = PromptLabel
+    extra = 0
+
+
+@admin.register(Step)
+class StepAdmin(admin.ModelAdmin):
+    list_display = ["name", "pipeline", "position", "kind", "confidence_threshold"]
+    list_filter = ["kind", "pipeline__client"]
+    inlines = [RouteInline, PromptLabelInline]
+
+
+@admin.register(PromptVersion)
+class PromptVersionAdmin(admin.ModelAdmin):
+    """Versions are immutable: the admin shows them and never changes one."""
+
+    list_display = ["step", "number", "author", "created_at", "change_note"]
+    list_filter = ["step__pipeline"]
+    readonly_fields = ["step", "number", "template", "parameters", "change_note", "author"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Example)
+class ExampleAdmin(admin.ModelAdmin):
+    list_display = ["id", "step", "source", "created_at"]
+    list_filter = ["source", "step__pipeline"]
+    show_full_result_count = False
+
+
+@admin.register(ExampleImport)
+class ExampleImportAdmin(admin.ModelAdmin):
+    list_display = ["filename", "step", "status", "accepted", "rejected", "created_at"]
+    list_filter = ["status"]
+    exclude = ["content"]
+    readonly_fields = [
+        "step",
+        "filename",
+        "size",
+        "status",
+        "bytes_done",
+        "accepted",
+        "rejected",
+        "rejected_rows",
+        "error",
+        "created_by",
+        "finished_at",
+    ]
+
+
+@admin.register(LedgerEvent)
+class LedgerEventAdmin(admin.ModelAdmin):
+    """The ledger is evidence: readable here, never edited."""
+
+    list_display = ["item", "at", "actor", "from_status", "to_status"]
+    list_filter = ["to_status"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RouteEntry)
+class RouteEntryAdmin(admin.ModelAdmin):
+    list_display = ["step", "position", "model", "min_input_chars", "min_priority"]
+
+
+@admin.register(PromptLabel)
+class PromptLabelAdmin(admin.ModelAdmin):
+    list_display = ["step", "name", "version", "moved_at"]

@@ -56,3 +56,18 @@ def test_static_assets_are_vendored_and_served(client):
     ):
         response = client.get(path)
         assert response.status_code == 200, path
+
+
+def test_the_admin_lists_every_model_of_sluice(operator):
+    from django.apps import apps
+    from django.contrib import admin
+
+    ours = [
+        model
+        for app in ("controlplane", "pipelines")
+        for model in apps.get_app_config(app).get_models()
+    ]
+    missing = [model.__name__ for model in ours if model not in admin.site._registry]
+    assert not missing
+    response = login(operator).get(reverse("admin:pipelines_promptversion_changelist"))
+    assert response.status_code == 200

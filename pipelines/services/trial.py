@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def step_try(
     label = str(model)
     try:
         model_bytes = local_model_bytes(step=step) if provider.kind == "local" else None
-        result = asyncio.run(_call_once(settings, model_bytes, request))
+        result = _run(_call_once(settings, model_bytes, request))
     except ProviderError as exc:
         return Trial(
             rendered_prompt=prompt, model=label, error=str(exc), error_class=str(exc.error_class)
@@ -164,6 +165,17 @@ def step_try(
         ),
         latency_ms=result.latency_ms,
     )
+
+
+def _run(coroutine):
+    """Run a coroutine to completion from sync code, also when this thread already runs an
+    event loop (then in a thread of its own, since a loop cannot be re-entered)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _call_once(settings: ProviderSettings, model_bytes: bytes | None, request: CallRequest):
