@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from controlplane.models import AuditEntry, Client, Membership, WorkerHeartbeat
+from controlplane.models import ApiKey, AuditEntry, Client, Membership, WorkerHeartbeat
 
 
 class MembershipInline(admin.TabularInline):
@@ -45,3 +45,15 @@ class AuditEntryAdmin(admin.ModelAdmin):
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     list_display = ["cluster", "host", "pid", "last_seen"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created in the app (shown once); here they can only be read or revoked."""
+
+    list_display = ["client", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["client"]
+    readonly_fields = ["client", "name", "prefix", "key_hash", "created_by", "last_used_at"]
+
+    def has_add_permission(self, request):
+        return False

@@ -258,6 +258,8 @@ def demo_seed() -> dict[str, int]:
                     actor=None,
                     actor_label="demo",
                 )
+            if status == Pipeline.Status.DRAFT:
+                continue  # a draft takes no items until it is activated
             items = item_ingest(
                 pipeline=pipeline,
                 items=[

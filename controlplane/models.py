@@ -12,6 +12,10 @@ class Client(models.Model):
     slug = models.SlugField(max_length=60, unique=True)
     contact_email = models.EmailField(blank=True)
     is_active = models.BooleanField(default=True)
+    ingest_limit_per_minute = models.PositiveIntegerField(
+        default=60_000,
+        help_text="Items this client may submit per minute over the API; more get 429.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -81,3 +85,30 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cluster}@{self.host}"
+
+
+class ApiKey(models.Model):
+    """A client's key for the REST API. Only a hash is stored; the key is shown once."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    # The first characters of the key, stored in clear to find the row and to show in lists.
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["client__name", "name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.client.slug}/{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

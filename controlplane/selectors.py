@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import Http404
 
-from controlplane.models import AuditEntry, Client, WorkerHeartbeat
+from controlplane.models import ApiKey, AuditEntry, Client, WorkerHeartbeat
 from controlplane.roles import Role, role_of
 
 
@@ -70,3 +70,17 @@ def audit_action_list() -> list[str]:
 
 def heartbeat_list() -> QuerySet[WorkerHeartbeat]:
     return WorkerHeartbeat.objects.order_by("-last_seen")
+
+
+def api_key_list(*, client: Client) -> QuerySet[ApiKey]:
+    return client.api_keys.order_by("revoked_at", "-created_at")
+
+
+def api_key_get(*, client: Client, pk: str) -> ApiKey:
+    """One of the client's keys; 404 for a key of another client or a malformed id."""
+    if not str(pk).isdigit():
+        raise Http404("No such key")
+    try:
+        return client.api_keys.get(pk=int(pk))
+    except ApiKey.DoesNotExist:
+        raise Http404("No such key") from None

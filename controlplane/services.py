@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from controlplane.models import AuditEntry, Client, Membership, WorkerHeartbeat
+from controlplane.models import ApiKey, AuditEntry, Client, Membership, WorkerHeartbeat
 from controlplane.roles import ROLE_ORDER, Role
 
 
@@ -121,3 +124,81 @@ def heartbeat_record(*, host: str, cluster: str, pid: int) -> WorkerHeartbeat:
         host=host, cluster=cluster, defaults={"pid": pid, "last_seen": timezone.now()}
     )
     return heartbeat
+
+
+API_KEY_PREFIX = "sk_sluice_"
+
+
+def _api_key_hash(key: str) -> str:
+    # Keys are 256 random bits, so a plain SHA-256 cannot be brute-forced; a slow password hash
+    # would only slow every API request.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    client: Client,
+    name: str,
+    actor: AbstractBaseUser | None,
+    actor_label: str | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key for a client; returns the row and the key, which is never shown again."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": ["Give the key a name, e.g. the system that uses it."]})
+    secret = secrets.token_urlsafe(32)
+    key = f"{API_KEY_PREFIX}{secret}"
+    api_key = ApiKey.objects.create(
+        client=client,
+        name=name[:100],
+        prefix=key[: len(API_KEY_PREFIX) + 6],
+        key_hash=_api_key_hash(key),
+        created_by=actor,
+    )
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="api_key.create",
+        obj=api_key,
+        client=client,
+        after={"name": api_key.name, "prefix": api_key.prefix},
+    )
+    return api_key, key
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None) -> ApiKey:
+    """Revoke a key at once; requests with it get 401 from now on."""
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            action="api_key.revoke",
+            obj=api_key,
+            client=api_key.client,
+            before={"revoked": False},
+            after={"revoked": True},
+        )
+    return api_key
+
+
+def api_key_authenticate(*, key: str) -> ApiKey | None:
+    """The active key matching `key`, or None. Compares hashes in constant time."""
+    if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
+        return None
+    candidate = (
+        ApiKey.objects.select_related("client")
+        .filter(
+            prefix=key[: len(API_KEY_PREFIX) + 6], revoked_at__isnull=True, client__is_active=True
+        )
+        .first()
+    )
+    if candidate is None or not hmac.compare_digest(candidate.key_hash, _api_key_hash(key)):
+        return None
+    now = timezone.now()
+    # Written at most once a minute per key, so a busy integrator does not write on every call.
+    if candidate.last_used_at is None or (now - candidate.last_used_at).total_seconds() > 60:
+        ApiKey.objects.filter(pk=candidate.pk).update(last_used_at=now)
+    return candidate

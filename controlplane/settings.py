@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_q",
+    "ninja",
     "controlplane",
     "pipelines",
     "review",

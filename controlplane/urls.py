@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from controlplane import views
+from controlplane.api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -23,10 +24,12 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("clients/", views.client_list, name="client-list"),
+    path("clients/<slug:slug>/keys/", views.client_keys, name="client-keys"),
     path("people/", views.person_list, name="person-list"),
     path("system/", views.system_status, name="system-status"),
     path("audit/", views.audit_list, name="audit-list"),
     path("", include("pipelines.urls")),
     path("", include("review.urls")),
+    path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

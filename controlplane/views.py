@@ -137,6 +137,33 @@ def system_status(request: HttpRequest) -> HttpResponse:
     return render(request, "controlplane/system.html", context)
 
 
+@require_http_methods(["GET", "POST"])
+@role_required(Role.OPERATOR)
+def client_keys(request: HttpRequest, slug: str) -> HttpResponse:
+    client = selectors.client_get_for_user(user=request.user, slug=slug)
+    new_key = None
+    error = ""
+    if request.method == "POST":
+        if request.POST.get("revoke"):
+            api_key = selectors.api_key_get(client=client, pk=request.POST["revoke"])
+            services.api_key_revoke(api_key=api_key, actor=request.user)
+            messages.success(request, f"Key {api_key.prefix}… revoked.")
+            return redirect_after_post(request, "client-keys", client.slug)
+        try:
+            api_key, new_key = services.api_key_create(
+                client=client, name=request.POST.get("name", ""), actor=request.user
+            )
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+    context = {
+        "client": client,
+        "keys": selectors.api_key_list(client=client),
+        "new_key": new_key,
+        "error": error,
+    }
+    return render(request, "controlplane/client_keys.html", context, status=422 if error else 200)
+
+
 AUDIT_PAGE = 50
 
 

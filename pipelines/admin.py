@@ -6,6 +6,7 @@ from pipelines.models import (
     AiModel,
     Example,
     ExampleImport,
+    IdempotencyKey,
     Item,
     LedgerEvent,
     Pipeline,
@@ -146,3 +147,10 @@ class RouteEntryAdmin(admin.ModelAdmin):
 @admin.register(PromptLabel)
 class PromptLabelAdmin(admin.ModelAdmin):
     list_display = ["step", "name", "version", "moved_at"]
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    list_display = ["client", "key", "status_code", "created_at"]
+    list_filter = ["client"]
+    readonly_fields = ["client", "key", "request_hash", "status_code", "response"]

@@ -119,6 +119,7 @@ def pipeline_export(*, pipeline: Pipeline) -> dict:
             "latency_target_seconds": pipeline.latency_target_seconds,
             "daily_budget": _decimal_text(pipeline, "daily_budget"),
             "concurrency_limit": pipeline.concurrency_limit,
+            "dedup_window_seconds": pipeline.dedup_window_seconds,
         },
         "steps": [_step_export(step) for step in steps],
     }
@@ -197,6 +198,7 @@ _PIPELINE_KEYS = {
     "latency_target_seconds": _Key("integer"),
     "daily_budget": _Key("decimal", nullable=True),
     "concurrency_limit": _Key("integer"),
+    "dedup_window_seconds": _Key("integer"),
 }
 _STEP_KEYS = {
     "slug": _Key("text", required=True),

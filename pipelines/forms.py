@@ -38,6 +38,7 @@ class PipelineSettingsForm(forms.ModelForm):
             "latency_target_seconds",
             "daily_budget",
             "concurrency_limit",
+            "dedup_window_seconds",
         ]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 

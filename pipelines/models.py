@@ -47,6 +47,11 @@ class Pipeline(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Items of this pipeline running at once, across all workers.",
     )
+    dedup_window_seconds = models.PositiveIntegerField(
+        default=86400,
+        help_text="An item with the same data as one received this recently is a duplicate; "
+        "0 turns content deduplication off.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -84,6 +89,10 @@ class Item(models.Model):
     data = models.JSONField()
     external_id = models.CharField(max_length=200, blank=True)
     priority = models.PositiveSmallIntegerField(default=0)
+    # SHA-256 of the data as canonical JSON: finds the same content sent twice.
+    content_hash = models.CharField(max_length=64, blank=True)
+    error_class = models.CharField(max_length=16, blank=True)
+    error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -92,9 +101,17 @@ class Item(models.Model):
         indexes = [
             models.Index(fields=["pipeline", "status"], name="item_pipeline_status"),
             models.Index(fields=["pipeline", "-created_at"], name="item_pipeline_recent"),
+            models.Index(fields=["pipeline", "content_hash"], name="item_pipeline_content"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(priority__lte=9), name="item_priority_0_9"),
+            # The database, not a check in Python, makes an external id count once per
+            # pipeline, even when two requests race.
+            models.UniqueConstraint(
+                fields=["pipeline", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="item_external_id_unique",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -393,3 +410,23 @@ class ExampleImport(models.Model):
         if self.status == self.Status.DONE:
             return 100
         return min(99, int(100 * self.bytes_done / self.size)) if self.size else 0
+
+
+class IdempotencyKey(models.Model):
+    """An ingest request sent with an Idempotency-Key header, and the answer it got, so that
+    the same request sent again gets the same answer and creates nothing."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id}:{self.key}"

@@ -104,6 +104,7 @@ def test_an_export_holds_settings_steps_routes_every_prompt_version_and_labels(t
         "latency_target_seconds": 300,
         "daily_budget": "25.00",
         "concurrency_limit": 32,
+        "dedup_window_seconds": 86400,
     }
     topic, summary = doc["steps"]
     assert list(topic) == [

@@ -137,6 +137,7 @@ MATRIX = {
             "no_role": 403,
         },
     ),
+    "client-keys": (lambda w: reverse("client-keys", args=["acme"]), OPERATOR_ONLY),
     "person-list": (
         lambda w: reverse("person-list"),
         {

@@ -40,6 +40,7 @@ PIPELINE_FIELDS = (
     "latency_target_seconds",
     "daily_budget",
     "concurrency_limit",
+    "dedup_window_seconds",
 )
 STEP_FIELDS = (
     "name",
