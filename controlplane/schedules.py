@@ -16,6 +16,10 @@ class Recurring:
 
 SCHEDULES: tuple[Recurring, ...] = (
     Recurring(name="sluice.heartbeat", func="controlplane.tasks.heartbeat_task", minutes=1),
+    # The row is the truth: these find work whose wake-up was lost (a dead worker, a dropped
+    # Redis message) within a minute.
+    Recurring(name="sluice.sweep", func="pipelines.tasks.items_sweep_task", minutes=1),
+    Recurring(name="sluice.engine", func="pipelines.tasks.engine_drain_task", minutes=1),
 )
 
 

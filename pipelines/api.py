@@ -106,9 +106,21 @@ class ItemOut(Schema):
     status: str
     priority: int
     data: dict[str, Any]
+    step: int = Field(description="Position of the step the item is at (or ended at).")
+    outputs: dict[str, Any] = Field(
+        description="Per step slug: output, confidence, model, prompt version and gate verdict."
+    )
+    result: dict[str, Any] | None = Field(description="The final output, once accepted.")
+    confidence: float | None
+    review_reason: str | None = Field(description="Why the gate held it, while in review.")
+    attempts: int
     error: ItemErrorOut | None
+    input_tokens: int
+    output_tokens: int
+    cost: str = Field(description="Model cost so far, in the prices' currency.")
     created_at: datetime
     updated_at: datetime
+    finished_at: datetime | None
 
 
 class ItemPageOut(Schema):
@@ -124,11 +136,21 @@ def _item_out(item: Item) -> dict[str, Any]:
         "status": item.status,
         "priority": item.priority,
         "data": item.data,
+        "step": item.step_position,
+        "outputs": item.outputs,
+        "result": item.result,
+        "confidence": item.confidence,
+        "review_reason": item.hold_reason or None,
+        "attempts": item.attempts,
         "error": {"error_class": item.error_class, "message": item.error_message}
         if item.error_class
         else None,
+        "input_tokens": item.input_tokens,
+        "output_tokens": item.output_tokens,
+        "cost": str(item.cost),
         "created_at": item.created_at,
         "updated_at": item.updated_at,
+        "finished_at": item.finished_at,
     }
 
 

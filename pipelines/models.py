@@ -93,6 +93,22 @@ class Item(models.Model):
     content_hash = models.CharField(max_length=64, blank=True)
     error_class = models.CharField(max_length=16, blank=True)
     error_message = models.TextField(blank=True)
+    # Where the item is: the position of the step it is at, and attempts made at that step.
+    step_position = models.PositiveSmallIntegerField(default=1)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # A worker's claim: another worker may take the item once the lease has expired.
+    lease_owner = models.CharField(max_length=120, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Per step slug: output, confidence, model, prompt version, verdict.
+    outputs = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    hold_reason = models.TextField(blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -102,6 +118,8 @@ class Item(models.Model):
             models.Index(fields=["pipeline", "status"], name="item_pipeline_status"),
             models.Index(fields=["pipeline", "-created_at"], name="item_pipeline_recent"),
             models.Index(fields=["pipeline", "content_hash"], name="item_pipeline_content"),
+            models.Index(fields=["status", "-priority", "id"], name="item_claim_order"),
+            models.Index(fields=["status", "lease_expires_at"], name="item_lease"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(priority__lte=9), name="item_priority_0_9"),

@@ -50,11 +50,24 @@ def items_submit(
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return _submit(pipeline=pipeline, entries=entries, actor=actor)
+                outcomes = _submit(pipeline=pipeline, entries=entries, actor=actor)
+                if any(o.status == Item.Status.QUEUED for o in outcomes):
+                    transaction.on_commit(engine_wake)
+                return outcomes
         except IntegrityError:
             if attempt:
                 raise
     raise AssertionError("unreachable")
+
+
+def engine_wake() -> None:
+    """Ask a worker to drain the queue. At most one wake-up a second is enqueued, however many
+    requests arrive: a drain takes every runnable item, not just the ones that woke it."""
+    from django.core.cache import cache
+    from django_q.tasks import async_task
+
+    if cache.add("engine-wake", 1, timeout=1):
+        async_task("pipelines.tasks.engine_drain_task", task_name="engine-drain")
 
 
 def _submit(

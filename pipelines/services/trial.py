@@ -10,14 +10,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.core.cache import cache
-from django.db.models import Count, Max
-
 from pipelines.gate import GateVerdict, gate_evaluate, input_text
 from pipelines.models import Step
 from pipelines.providers import (
     CallRequest,
-    ConfigurationError,
     ProviderError,
     ProviderSettings,
     cost_of,
@@ -25,7 +21,7 @@ from pipelines.providers import (
 )
 from pipelines.route import route_candidates
 from pipelines.schemas import schema_errors
-from pipelines.services.evaluation import MAX_EXAMPLES, MIN_EXAMPLES
+from pipelines.services.local_model import local_model_bytes
 from pipelines.templating import PromptTemplateError, render_prompt
 
 # A trial waits at most this long, whatever the provider's own timeout, so a page never hangs.
@@ -52,28 +48,6 @@ class Trial:
     @property
     def output_json(self) -> str:
         return json.dumps(self.output, indent=2, ensure_ascii=False)
-
-
-def local_model_bytes(*, step: Step) -> bytes:
-    """The local classifier of a step, trained on its examples; cached until they change."""
-    from pipelines.providers.local import local_train
-
-    stats = step.examples.aggregate(n=Count("id"), last=Max("id"))
-    if step.kind != Step.Kind.CLASSIFY or stats["n"] < MIN_EXAMPLES:
-        raise ConfigurationError(
-            f"The local model of this step trains on its labeled examples: add at least "
-            f"{MIN_EXAMPLES} (it has {stats['n']})."
-        )
-    key = f"local-model:{step.pk}:{stats['n']}:{stats['last']}"
-    model = cache.get(key)
-    if model is None:
-        rows = list(step.examples.order_by("-id").values_list("data", "expected")[:MAX_EXAMPLES])
-        model = local_train(
-            texts=[input_text(data) for data, _ in rows],
-            labels=[str(expected.get("label", "")) for _, expected in rows],
-        )
-        cache.set(key, model, timeout=3600)
-    return model
 
 
 def step_try(

@@ -1,0 +1,537 @@
+"""The engine: claim a batch of items under a lease, call their models concurrently, judge the
+outputs at the gate, and write every outcome with its ledger event in one transaction.
+
+The database row is the truth and a queue message only a wake-up: a worker that dies mid-batch
+loses nothing, because `items_sweep` returns items whose lease expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from controlplane.services import audit_record
+from pipelines.gate import GateVerdict, gate_evaluate, input_text
+from pipelines.models import AiModel, Item, LedgerEvent, Pipeline, PromptLabel, Step
+from pipelines.providers import (
+    CallRequest,
+    CallResult,
+    ConfigurationError,
+    InputError,
+    ProcessingError,
+    ProviderError,
+    ProviderLimitError,
+    ProviderSettings,
+    TransientError,
+    cost_of,
+    provider_for,
+)
+from pipelines.retry import retry_delay
+from pipelines.route import route_candidates
+from pipelines.signals import item_held
+from pipelines.templating import PromptTemplateError, render_prompt
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+LEASE_SECONDS = 300
+MAX_ATTEMPTS = 5
+# Provider limits (quota, budget) are not the item's fault: it waits without using an attempt.
+PROVIDER_LIMIT_WAIT_SECONDS = 60
+ENGINE = "engine"
+
+
+# --- Claiming -------------------------------------------------------------------------------
+
+
+def items_claim(*, worker: str, limit: int = BATCH_SIZE) -> list[Item]:
+    """Take up to `limit` runnable items of active pipelines, highest priority first, under a
+    lease for `worker`. Two workers never take the same item."""
+    now = timezone.now()
+    with transaction.atomic():
+        runnable = Item.objects.filter(
+            Q(status=Item.Status.QUEUED)
+            | Q(status=Item.Status.WAITING_RETRY, next_attempt_at__lte=now),
+            pipeline__status=Pipeline.Status.ACTIVE,
+        ).order_by("-priority", "id")
+        if connection.vendor == "postgresql":
+            # SQLite takes the whole database's write lock at BEGIN IMMEDIATE instead.
+            runnable = runnable.select_for_update(skip_locked=True, of=("self",))
+        previous = dict(runnable.values_list("id", "status")[:limit])
+        ids = list(previous)
+        if not ids:
+            return []
+        expires = now + timedelta(seconds=LEASE_SECONDS)
+        Item.objects.filter(pk__in=ids).update(
+            status=Item.Status.RUNNING,
+            lease_owner=worker[:120],
+            lease_expires_at=expires,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        items = list(Item.objects.filter(pk__in=ids).select_related("pipeline__client"))
+        LedgerEvent.objects.bulk_create(
+            [
+                LedgerEvent(
+                    item=item,
+                    actor=worker[:150],
+                    from_status=previous[item.pk],
+                    to_status=Item.Status.RUNNING,
+                    detail={"attempt": item.attempts, "step": item.step_position},
+                )
+                for item in items
+            ]
+        )
+    return items
+
+
+def items_sweep() -> int:
+    """Return running items whose lease expired (their worker died) to the queue."""
+    now = timezone.now()
+    with transaction.atomic():
+        expired = Item.objects.filter(status=Item.Status.RUNNING, lease_expires_at__lt=now)
+        if connection.vendor == "postgresql":
+            expired = expired.select_for_update(skip_locked=True)
+        ids = list(expired.values_list("id", flat=True)[:1000])
+        if not ids:
+            return 0
+        Item.objects.filter(pk__in=ids).update(
+            status=Item.Status.QUEUED, lease_owner="", lease_expires_at=None, updated_at=now
+        )
+        LedgerEvent.objects.bulk_create(
+            [
+                LedgerEvent(
+                    item_id=pk,
+                    actor="sweeper",
+                    from_status=Item.Status.RUNNING,
+                    to_status=Item.Status.QUEUED,
+                    detail={"reason": "lease expired: the worker stopped before finishing"},
+                )
+                for pk in ids
+            ]
+        )
+    return len(ids)
+
+
+# --- Planning and calling ---------------------------------------------------------------------
+
+
+@dataclass
+class Work:
+    """One claimed item on its way through one step."""
+
+    item: Item
+    step: Step | None = None
+    version_number: int | None = None
+    candidates: list[AiModel] = field(default_factory=list)
+    request: CallRequest | None = None
+    # Filled by the call.
+    result: CallResult | None = None
+    model: AiModel | None = None
+    error: ProviderError | None = None
+    fallbacks_tried: list[str] = field(default_factory=list)
+
+
+def _steps_by_pipeline(items: Sequence[Item]) -> dict[int, list[Step]]:
+    steps: dict[int, list[Step]] = {}
+    pipeline_ids = {item.pipeline_id for item in items}
+    for step in (
+        Step.objects.filter(pipeline_id__in=pipeline_ids)
+        .prefetch_related("route__model__provider")
+        .order_by("position")
+    ):
+        steps.setdefault(step.pipeline_id, []).append(step)
+    return steps
+
+
+def _plan(items: Sequence[Item]) -> list[Work]:
+    steps = _steps_by_pipeline(items)
+    labels = {
+        label.step_id: label.version
+        for label in PromptLabel.objects.filter(
+            step__pipeline_id__in={i.pipeline_id for i in items},
+            name=PromptLabel.Name.PRODUCTION,
+        ).select_related("version")
+    }
+    plans = []
+    for item in items:
+        work = Work(item=item)
+        plans.append(work)
+        pipeline_steps = steps.get(item.pipeline_id, [])
+        if item.step_position > len(pipeline_steps):
+            work.error = ConfigurationError(
+                f"The pipeline has no step {item.step_position}: add a step to it."
+            )
+            continue
+        step = pipeline_steps[item.step_position - 1]
+        work.step = step
+        version = labels.get(step.pk)
+        if version is None:
+            work.error = ConfigurationError(f'Step "{step.name}" has no production prompt.')
+            continue
+        work.version_number = version.number
+        try:
+            prompt = render_prompt(template=version.template, data=item.data)
+        except PromptTemplateError as exc:
+            work.error = InputError(f"The prompt cannot be rendered for this item: {exc}")
+            continue
+        text = input_text(item.data)
+        work.candidates = [
+            entry.model
+            for entry in route_candidates(
+                list(step.route.all()), input_chars=len(text), priority=item.priority
+            )
+        ]
+        if not work.candidates:
+            work.error = ConfigurationError(f'Step "{step.name}" has no model: set its route.')
+            continue
+        work.request = CallRequest(
+            prompt=prompt,
+            model=work.candidates[0].name,
+            parameters=dict(version.parameters),
+            labels=tuple(step.labels) if step.kind == Step.Kind.CLASSIFY else None,
+            output_schema=step.output_schema or None,
+            input_text=text,
+        )
+    return plans
+
+
+def _settings_of(model: AiModel) -> ProviderSettings:
+    provider = model.provider
+    return ProviderSettings(
+        kind=provider.kind,
+        base_url=provider.base_url,
+        api_key_env=provider.api_key_env,
+        timeout_seconds=float(provider.timeout_seconds),
+        max_concurrency=provider.max_concurrency,
+        simulation=provider.simulation,
+    )
+
+
+def _local_models(plans: Sequence[Work]) -> dict[int, bytes | ConfigurationError]:
+    """Trained local models of the steps that route to a local provider (ORM work: done before
+    the event loop starts)."""
+    from pipelines.services.local_model import local_model_bytes
+
+    found: dict[int, bytes | ConfigurationError] = {}
+    for work in plans:
+        if work.step is None or work.step.pk in found:
+            continue
+        if any(model.provider.kind == "local" for model in work.candidates):
+            try:
+                found[work.step.pk] = local_model_bytes(step=work.step)
+            except ConfigurationError as exc:
+                found[work.step.pk] = exc
+    return found
+
+
+async def _call_all(plans: Sequence[Work], local: dict[int, bytes | ConfigurationError]) -> None:
+    """Run every planned call at once; each provider's own semaphore bounds its concurrency."""
+    providers: dict[tuple[int, int | None], Any] = {}
+
+    def provider_of(model: AiModel, step: Step):
+        # Local providers hold a step's model, so they are per step; the rest per provider.
+        is_local = model.provider.kind == "local"
+        key = (model.provider_id, step.pk if is_local else None)
+        if key not in providers:
+            model_bytes = None
+            if is_local:
+                trained = local.get(step.pk)
+                if isinstance(trained, ConfigurationError):
+                    raise trained
+                model_bytes = trained
+            providers[key] = provider_for(
+                kind=model.provider.kind,
+                settings=_settings_of(model),
+                local_model_bytes=model_bytes,
+            )
+        return providers[key]
+
+    async def run(work: Work) -> None:
+        for model in work.candidates:
+            request = CallRequest(
+                prompt=work.request.prompt,
+                model=model.name,
+                parameters=work.request.parameters,
+                labels=work.request.labels,
+                output_schema=work.request.output_schema,
+                input_text=work.request.input_text,
+            )
+            try:
+                work.result = await provider_of(model, work.step).call(request)
+                work.model, work.error = model, None
+                return
+            except ProviderLimitError as exc:
+                # The next model in the route is the fallback for an exhausted provider.
+                work.model, work.error = model, exc
+                work.fallbacks_tried.append(str(model))
+            except ProviderError as exc:
+                work.model, work.error = model, exc
+                return
+            except Exception as exc:  # a provider bug must not lose the batch
+                logger.exception("provider call failed unexpectedly")
+                work.model, work.error = model, TransientError(f"unexpected error: {exc!r}")
+                return
+
+    try:
+        await asyncio.gather(*(run(w) for w in plans if w.request is not None))
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+
+
+def _run_calls(plans: Sequence[Work]) -> None:
+    local = _local_models(plans)
+    coroutine = _call_all(plans, local)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
+# --- Writing outcomes -------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    status: str
+    detail: dict[str, Any]
+    verdict: GateVerdict | None = None
+
+
+def _call_detail(work: Work) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "step": work.step.slug if work.step else None,
+        "attempt": work.item.attempts,
+    }
+    if work.version_number is not None:
+        detail["prompt_version"] = work.version_number
+    if work.model is not None:
+        detail["model"] = str(work.model)
+    if work.fallbacks_tried:
+        detail["fallbacks_tried"] = work.fallbacks_tried
+    if work.result is not None:
+        detail.update(
+            input_tokens=work.result.input_tokens,
+            output_tokens=work.result.output_tokens,
+            latency_ms=round(work.result.latency_ms, 1),
+            cost=str(_cost(work)),
+            simulated=work.result.simulated,
+        )
+    return detail
+
+
+def _cost(work: Work) -> Decimal:
+    if work.result is None or work.model is None:
+        return Decimal("0")
+    return cost_of(
+        input_tokens=work.result.input_tokens,
+        output_tokens=work.result.output_tokens,
+        input_price_per_mtok=work.model.input_price_per_mtok,
+        output_price_per_mtok=work.model.output_price_per_mtok,
+    )
+
+
+def _decide(work: Work, now, steps_count: dict[int, int]) -> Outcome:
+    item, step = work.item, work.step
+    detail = _call_detail(work)
+    error = work.error
+    if error is None and work.result is not None:
+        verdict = gate_evaluate(
+            output=work.result.output,
+            confidence=work.result.confidence,
+            threshold=step.confidence_threshold,
+            output_schema=step.output_schema,
+            rules=step.rules,
+        )
+        detail["confidence"] = work.result.confidence
+        detail["verdict"] = verdict.summary
+        if verdict.accepted:
+            if item.step_position < steps_count.get(item.pipeline_id, 0):
+                return Outcome(
+                    Item.Status.QUEUED, {**detail, "next_step": item.step_position + 1}, verdict
+                )
+            return Outcome(Item.Status.ACCEPTED, detail, verdict)
+        if step.on_gate_failure == Step.OnGateFailure.REJECT:
+            return Outcome(Item.Status.REJECTED, detail, verdict)
+        return Outcome(Item.Status.IN_REVIEW, detail, verdict)
+    detail["error_class"] = str(error.error_class)
+    detail["error"] = str(error)[:1000]
+    if isinstance(error, InputError):
+        return Outcome(Item.Status.QUARANTINED, detail)
+    if isinstance(error, ProcessingError):
+        return Outcome(Item.Status.IN_REVIEW, detail)
+    if isinstance(error, ProviderLimitError):
+        detail["retry_in_seconds"] = PROVIDER_LIMIT_WAIT_SECONDS
+        return Outcome(Item.Status.WAITING_RETRY, detail)
+    if isinstance(error, ConfigurationError):
+        # A system error is not the item's: it goes back to the queue and its pipeline pauses.
+        return Outcome(Item.Status.QUEUED, detail)
+    if item.attempts >= MAX_ATTEMPTS:
+        return Outcome(Item.Status.DEAD_LETTERED, {**detail, "max_attempts": MAX_ATTEMPTS})
+    retry_after = error.retry_after if isinstance(error, TransientError) else None
+    detail["retry_in_seconds"] = round(
+        retry_delay(attempt=item.attempts, retry_after=retry_after), 2
+    )
+    return Outcome(Item.Status.WAITING_RETRY, detail)
+
+
+def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
+    now = timezone.now()
+    steps_count = {
+        pid: len(steps) for pid, steps in _steps_by_pipeline([w.item for w in plans]).items()
+    }
+    counts: dict[str, int] = {}
+    events: list[LedgerEvent] = []
+    held: list[tuple[Item, Step, str]] = []
+    paused: dict[int, str] = {}
+    changed: list[Item] = []
+    for work in plans:
+        item = work.item
+        outcome = _decide(work, now, steps_count)
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        result = work.result
+        if result is not None:
+            item.input_tokens += result.input_tokens
+            item.output_tokens += result.output_tokens
+            item.cost += _cost(work)
+            item.outputs = {
+                **item.outputs,
+                work.step.slug: {
+                    "output": result.output,
+                    "confidence": result.confidence,
+                    "model": str(work.model),
+                    "prompt_version": work.version_number,
+                    "verdict": outcome.verdict.summary if outcome.verdict else None,
+                },
+            }
+            item.confidence = result.confidence
+        item.status = outcome.status
+        item.lease_owner, item.lease_expires_at = "", None
+        item.next_attempt_at = None
+        item.error_class = outcome.detail.get("error_class", "")
+        item.error_message = outcome.detail.get("error", "")
+        item.hold_reason = ""
+        if outcome.status == Item.Status.QUEUED and "next_step" in outcome.detail:
+            item.step_position += 1
+            item.attempts = 0
+        elif outcome.status == Item.Status.ACCEPTED:
+            item.result = result.output
+            item.finished_at = now
+        elif outcome.status in (
+            Item.Status.REJECTED,
+            Item.Status.QUARANTINED,
+            Item.Status.DEAD_LETTERED,
+        ):
+            item.finished_at = now
+        elif outcome.status == Item.Status.IN_REVIEW:
+            reason = (
+                outcome.verdict.summary if outcome.verdict else f"processing error: {work.error}"
+            )
+            item.hold_reason = reason
+            held.append((item, work.step, reason))
+        elif outcome.status == Item.Status.WAITING_RETRY:
+            item.next_attempt_at = now + timedelta(
+                seconds=outcome.detail.get("retry_in_seconds", 0)
+            )
+            if isinstance(work.error, ProviderLimitError):
+                item.attempts = max(0, item.attempts - 1)
+        elif outcome.status == Item.Status.QUEUED:  # a system error: not the item's attempt
+            item.attempts = max(0, item.attempts - 1)
+            paused[item.pipeline_id] = outcome.detail.get("error", "")
+        changed.append(item)
+        events.append(
+            LedgerEvent(
+                item=item,
+                actor=worker[:150],
+                from_status=Item.Status.RUNNING,
+                to_status=outcome.status,
+                detail=outcome.detail,
+            )
+        )
+    with transaction.atomic():
+        Item.objects.bulk_update(
+            changed,
+            [
+                "status",
+                "lease_owner",
+                "lease_expires_at",
+                "next_attempt_at",
+                "error_class",
+                "error_message",
+                "hold_reason",
+                "step_position",
+                "attempts",
+                "outputs",
+                "result",
+                "confidence",
+                "input_tokens",
+                "output_tokens",
+                "cost",
+                "finished_at",
+                "updated_at",
+            ],
+        )
+        LedgerEvent.objects.bulk_create(events)
+        for item, step, reason in held:
+            item_held.send(sender=Item, item=item, step=step, reason=reason)
+        for pipeline_id, reason in paused.items():
+            _pipeline_pause_for_system_error(pipeline_id=pipeline_id, reason=reason)
+    return counts
+
+
+def _pipeline_pause_for_system_error(*, pipeline_id: int, reason: str) -> None:
+    pipeline = Pipeline.objects.select_for_update().get(pk=pipeline_id)
+    if pipeline.status != Pipeline.Status.ACTIVE:
+        return
+    pipeline.status = Pipeline.Status.PAUSED
+    pipeline.save(update_fields=["status", "updated_at"])
+    audit_record(
+        actor=None,
+        actor_label=ENGINE,
+        action="pipeline.pause",
+        obj=pipeline,
+        client=pipeline.client,
+        before={"status": "active"},
+        after={"status": "paused", "reason": f"system error: {reason}"[:500]},
+    )
+
+
+# --- Entry points ---------------------------------------------------------------------------
+
+
+def engine_run_batch(*, worker: str, limit: int = BATCH_SIZE) -> dict[str, int]:
+    """Claim one batch, run it, write it. Returns how many items ended in each status."""
+    items = items_claim(worker=worker, limit=limit)
+    if not items:
+        return {}
+    plans = _plan(items)
+    _run_calls(plans)
+    return _apply(plans, worker=worker)
+
+
+def engine_drain(*, worker: str, seconds: float = 30.0) -> dict[str, int]:
+    """Run batches until nothing is runnable or `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    totals: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = engine_run_batch(worker=worker)
+        if not counts:
+            break
+        for status, n in counts.items():
+            totals[status] = totals.get(status, 0) + n
+    return totals
