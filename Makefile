@@ -49,7 +49,7 @@ migrate: $(VENV)/.installed
 
 demo: migrate
 	$(BIN)/python manage.py seed_demo
-	PORT=$(PORT) $(BIN)/python manage.py serve
+	PORT=$(PORT) $(BIN)/python manage.py serve --demo-traffic
 
 run: migrate
 	PORT=$(PORT) $(BIN)/python manage.py serve

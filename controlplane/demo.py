@@ -8,7 +8,7 @@ from django.db import transaction
 from controlplane.models import Client
 from controlplane.roles import Role
 from controlplane.services import client_create, user_create
-from pipelines.models import AiModel, Pipeline, Provider
+from pipelines.models import AiModel, Example, Pipeline, Provider
 from pipelines.services.configuration import (
     aimodel_create,
     pipeline_create,
@@ -174,6 +174,63 @@ STEPS = {
 }
 
 
+# Labeled examples for the local classifier of "Support ticket triage": phrases per topic,
+# combined into tickets, always the same.
+TOPIC_PHRASES = {
+    "billing": [
+        "charged twice",
+        "refund my payment",
+        "invoice amount is wrong",
+        "cancel the subscription fee",
+        "card was declined",
+        "VAT missing on receipt",
+    ],
+    "bug": [
+        "app crashes",
+        "button does nothing",
+        "error 500 on save",
+        "page is blank",
+        "export fails",
+        "sync stopped working",
+    ],
+    "account": [
+        "reset my password",
+        "change my email",
+        "two-factor code rejected",
+        "delete my account",
+        "cannot log in",
+        "add a team member",
+    ],
+    "shipping": [
+        "parcel is late",
+        "wrong address on the label",
+        "package arrived damaged",
+        "tracking number not working",
+        "delivery never came",
+        "change delivery date",
+    ],
+    "other": [
+        "do you have an API",
+        "partnership question",
+        "feedback on the new design",
+        "where is your office",
+        "job application",
+        "press enquiry",
+    ],
+}
+OPENINGS = ["Hi,", "Hello team,", "Urgent:", "Quick question:", ""]
+
+
+def demo_examples() -> list[tuple[str, str]]:
+    """(text, label) pairs: every phrase of a topic with every opening, in a fixed order."""
+    return [
+        (f"{opening} {phrase} please".strip(), label)
+        for label, phrases in TOPIC_PHRASES.items()
+        for phrase in phrases
+        for opening in OPENINGS
+    ]
+
+
 def _demo_models() -> dict[str, AiModel]:
     models: dict[str, AiModel] = {}
     for name, kind, fields, model_specs in PROVIDERS:
@@ -258,6 +315,13 @@ def demo_seed() -> dict[str, int]:
                     actor=None,
                     actor_label="demo",
                 )
+                if step.slug == "topic":
+                    Example.objects.bulk_create(
+                        [
+                            Example(step=step, data={"text": text}, expected={"label": label})
+                            for text, label in demo_examples()
+                        ]
+                    )
             if status == Pipeline.Status.DRAFT:
                 continue  # a draft takes no items until it is activated
             items = item_ingest(
@@ -270,3 +334,28 @@ def demo_seed() -> dict[str, int]:
             )
             created["items"] += len(items)
     return created
+
+
+def demo_traffic_tick(*, rng) -> int:
+    """Submit a few demo items to the active demo pipelines, as an integrator would."""
+    from pipelines.services.ingest import items_submit
+
+    submitted = 0
+    for pipeline in Pipeline.objects.filter(
+        client__slug__in=[slug for slug, _ in CLIENTS], status=Pipeline.Status.ACTIVE
+    ):
+        texts = next(
+            (spec[3] for specs in PIPELINES.values() for spec in specs if spec[0] == pipeline.slug),
+            (),
+        )
+        if not texts:
+            continue
+        entries = [
+            {
+                "data": {"text": f"{rng.choice(texts)} (#{rng.randrange(10**6)})"},
+                "priority": rng.randrange(10),
+            }
+            for _ in range(rng.randint(1, 4))
+        ]
+        submitted += len(items_submit(pipeline=pipeline, entries=entries, actor="demo-traffic"))
+    return submitted

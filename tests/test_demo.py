@@ -76,3 +76,22 @@ def test_seed_demo_creates_the_documented_data_and_a_second_run_changes_nothing(
 def test_a_migrated_database_has_no_demo_data(db):
     assert not Client.objects.exists()
     assert not get_user_model().objects.exists()
+
+
+def test_the_demo_pipelines_run_end_to_end_without_pausing(db):
+    import random
+
+    from controlplane.demo import demo_traffic_tick
+    from pipelines.services.engine import engine_drain
+
+    call_command("seed_demo", stdout=StringIO())
+    submitted = demo_traffic_tick(rng=random.Random(5))
+    assert submitted > 0
+    assert not Item.objects.filter(pipeline__status="draft").exists()
+    engine_drain(worker="worker:test", seconds=60)
+    # Every active pipeline kept running: its configuration (prompts, routes, the local model's
+    # examples) is complete.
+    assert not Pipeline.objects.filter(status="paused").exists()
+    statuses = set(Item.objects.values_list("status", flat=True))
+    assert statuses <= {"accepted", "in_review", "waiting_retry", "dead_lettered", "rejected"}
+    assert "accepted" in statuses

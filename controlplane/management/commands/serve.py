@@ -26,8 +26,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=None, help="Default: $PORT or 8000.")
         parser.add_argument("--no-workers", action="store_true", help="Web server only.")
+        parser.add_argument(
+            "--demo-traffic", action="store_true", help="Also submit demo items continuously."
+        )
 
-    def handle(self, *args, host: str, port: int | None, no_workers: bool, **options):
+    def handle(
+        self, *args, host: str, port: int | None, no_workers: bool, demo_traffic: bool, **options
+    ):
         if port is None:
             raw = os.environ.get("PORT", "8000")
             if not raw.isdigit() or not 0 < int(raw) < 65536:
@@ -49,6 +54,8 @@ class Command(BaseCommand):
         }
         if not no_workers:
             commands["workers"] = [*manage, "qcluster"]
+        if demo_traffic:
+            commands["demo-traffic"] = [*manage, "demo_traffic"]
 
         stopping = False
 
@@ -77,7 +84,7 @@ class Command(BaseCommand):
                     stopping = True
             time.sleep(0.2)
 
-        for name in ("web", "workers"):
+        for name in ("demo-traffic", "web", "workers"):
             child = children.get(name)
             if child is None or child.poll() is not None:
                 continue
