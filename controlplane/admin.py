@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from controlplane.admin_base import EmergencyOnlyAdmin, EmergencyOnlyInline
 from controlplane.models import ApiKey, AuditEntry, Client, Membership, WorkerHeartbeat
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(EmergencyOnlyInline):
     model = Membership
     extra = 0
 
 
 @admin.register(Client)
-class ClientAdmin(admin.ModelAdmin):
+class ClientAdmin(EmergencyOnlyAdmin):
     list_display = ["name", "slug", "contact_email", "is_active", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -19,13 +20,13 @@ class ClientAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(EmergencyOnlyAdmin):
     list_display = ["user", "client", "created_at"]
     list_filter = ["client"]
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(EmergencyOnlyAdmin):
     """Read-only: the audit log is evidence and cannot be edited."""
 
     list_display = ["at", "actor_label", "action", "object_type", "object_repr", "client"]
@@ -43,12 +44,12 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
+class WorkerHeartbeatAdmin(EmergencyOnlyAdmin):
     list_display = ["cluster", "host", "pid", "last_seen"]
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(EmergencyOnlyAdmin):
     """Keys are created in the app (shown once); here they can only be read or revoked."""
 
     list_display = ["client", "name", "prefix", "created_at", "last_used_at", "revoked_at"]

@@ -111,6 +111,8 @@ PROVIDERS = (
             "simulation": {
                 "latency_ms": {"p50": 600, "p95": 2000},
                 "failure_rates": {"transient": 0.02},
+                # Mostly sure of itself: most items pass the gate, some wait for a person.
+                "confidence": {"alpha": 12, "beta": 1.2},
             }
         },
         (("sim-small", "0.15", "0.60", 128_000), ("sim-large", "2.50", "10.00", 128_000)),
@@ -144,7 +146,7 @@ STEPS = {
                         "supplier": {"type": "string"},
                         "date": {"type": "string"},
                         "total": {"type": "number"},
-                        "currency": {"type": "string"},
+                        "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
                     },
                     "required": ["supplier", "total", "currency"],
                 },
@@ -219,16 +221,34 @@ TOPIC_PHRASES = {
     ],
 }
 OPENINGS = ["Hi,", "Hello team,", "Urgent:", "Quick question:", ""]
+# The topic of each demo ticket of "Support ticket triage", in the order of PIPELINES.
+TRIAGE_LABELS = (
+    "billing",
+    "bug",
+    "account",
+    "billing",
+    "account",
+    "billing",
+    "bug",
+    "account",
+    "shipping",
+    "account",
+    "billing",
+    "bug",
+)
 
 
 def demo_examples() -> list[tuple[str, str]]:
-    """(text, label) pairs: every phrase of a topic with every opening, in a fixed order."""
-    return [
-        (f"{opening} {phrase} please".strip(), label)
+    """(text, label) pairs: every phrase of a topic and every demo ticket, with every opening,
+    in a fixed order."""
+    tickets = next(spec[3] for spec in PIPELINES["acme"] if spec[0] == "support-triage")
+    pairs = [
+        (f"{phrase} please", label)
         for label, phrases in TOPIC_PHRASES.items()
         for phrase in phrases
-        for opening in OPENINGS
     ]
+    pairs += list(zip(tickets, TRIAGE_LABELS, strict=True))
+    return [(f"{opening} {text}".strip(), label) for text, label in pairs for opening in OPENINGS]
 
 
 def _demo_models() -> dict[str, AiModel]:
@@ -355,7 +375,7 @@ def demo_traffic_tick(*, rng) -> int:
                 "data": {"text": f"{rng.choice(texts)} (#{rng.randrange(10**6)})"},
                 "priority": rng.randrange(10),
             }
-            for _ in range(rng.randint(1, 4))
+            for _ in range(rng.randint(1, 2))
         ]
         submitted += len(items_submit(pipeline=pipeline, entries=entries, actor="demo-traffic"))
     return submitted

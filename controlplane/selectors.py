@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from controlplane.models import ApiKey, AuditEntry, Client, WorkerHeartbeat
+from controlplane.params import parse_id
 from controlplane.roles import Role, role_of
 
 
@@ -78,9 +79,10 @@ def api_key_list(*, client: Client) -> QuerySet[ApiKey]:
 
 def api_key_get(*, client: Client, pk: str) -> ApiKey:
     """One of the client's keys; 404 for a key of another client or a malformed id."""
-    if not str(pk).isdigit():
+    key_id = parse_id(pk)
+    if key_id is None:
         raise Http404("No such key")
     try:
-        return client.api_keys.get(pk=int(pk))
+        return client.api_keys.get(pk=key_id)
     except ApiKey.DoesNotExist:
         raise Http404("No such key") from None

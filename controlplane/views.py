@@ -16,6 +16,7 @@ from controlplane import selectors, services
 from controlplane.access import role_required
 from controlplane.forms import ClientForm, PersonForm
 from controlplane.htmx import redirect_after_post
+from controlplane.params import parse_id
 from controlplane.roles import Role, role_of
 from controlplane.throttle import login_failed, login_succeeded, login_throttled
 
@@ -175,10 +176,9 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "client": request.GET.get("client", "").strip(),
         "actor": request.GET.get("actor", "").strip(),
     }
-    before = request.GET.get("before", "")
     entries = list(
         selectors.audit_entry_search(
-            limit=AUDIT_PAGE + 1, before=int(before) if before.isdigit() else None, **filters
+            limit=AUDIT_PAGE + 1, before=parse_id(request.GET.get("before")), **filters
         )
     )
     context = {

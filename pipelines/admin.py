@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from controlplane.admin_base import EmergencyOnlyAdmin, EmergencyOnlyInline
 from pipelines.models import (
     AiModel,
     Example,
@@ -19,13 +20,13 @@ from pipelines.models import (
 
 
 @admin.register(Pipeline)
-class PipelineAdmin(admin.ModelAdmin):
+class PipelineAdmin(EmergencyOnlyAdmin):
     list_display = ["name", "client", "slug", "status", "updated_at"]
     list_filter = ["status", "client"]
     search_fields = ["name", "slug"]
 
 
-class LedgerInline(admin.TabularInline):
+class LedgerInline(EmergencyOnlyInline):
     model = LedgerEvent
     extra = 0
     can_delete = False
@@ -36,7 +37,7 @@ class LedgerInline(admin.TabularInline):
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(EmergencyOnlyAdmin):
     list_display = ["id", "pipeline", "status", "priority", "external_id", "created_at"]
     list_filter = ["status", "pipeline"]
     search_fields = ["external_id"]
@@ -45,13 +46,13 @@ class ItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(EmergencyOnlyAdmin):
     list_display = ["name", "kind", "base_url", "api_key_env", "max_concurrency"]
     list_filter = ["kind"]
 
 
 @admin.register(AiModel)
-class AiModelAdmin(admin.ModelAdmin):
+class AiModelAdmin(EmergencyOnlyAdmin):
     list_display = [
         "name",
         "provider",
@@ -62,25 +63,25 @@ class AiModelAdmin(admin.ModelAdmin):
     list_filter = ["provider", "is_active"]
 
 
-class RouteInline(admin.TabularInline):
+class RouteInline(EmergencyOnlyInline):
     model = RouteEntry
     extra = 0
 
 
-class PromptLabelInline(admin.TabularInline):
+class PromptLabelInline(EmergencyOnlyInline):
     model = PromptLabel
     extra = 0
 
 
 @admin.register(Step)
-class StepAdmin(admin.ModelAdmin):
+class StepAdmin(EmergencyOnlyAdmin):
     list_display = ["name", "pipeline", "position", "kind", "confidence_threshold"]
     list_filter = ["kind", "pipeline__client"]
     inlines = [RouteInline, PromptLabelInline]
 
 
 @admin.register(PromptVersion)
-class PromptVersionAdmin(admin.ModelAdmin):
+class PromptVersionAdmin(EmergencyOnlyAdmin):
     """Versions are immutable: the admin shows them and never changes one."""
 
     list_display = ["step", "number", "author", "created_at", "change_note"]
@@ -95,14 +96,14 @@ class PromptVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Example)
-class ExampleAdmin(admin.ModelAdmin):
+class ExampleAdmin(EmergencyOnlyAdmin):
     list_display = ["id", "step", "source", "created_at"]
     list_filter = ["source", "step__pipeline"]
     show_full_result_count = False
 
 
 @admin.register(ExampleImport)
-class ExampleImportAdmin(admin.ModelAdmin):
+class ExampleImportAdmin(EmergencyOnlyAdmin):
     list_display = ["filename", "step", "status", "accepted", "rejected", "created_at"]
     list_filter = ["status"]
     exclude = ["content"]
@@ -122,7 +123,7 @@ class ExampleImportAdmin(admin.ModelAdmin):
 
 
 @admin.register(LedgerEvent)
-class LedgerEventAdmin(admin.ModelAdmin):
+class LedgerEventAdmin(EmergencyOnlyAdmin):
     """The ledger is evidence: readable here, never edited."""
 
     list_display = ["item", "at", "actor", "from_status", "to_status"]
@@ -140,17 +141,17 @@ class LedgerEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(RouteEntry)
-class RouteEntryAdmin(admin.ModelAdmin):
+class RouteEntryAdmin(EmergencyOnlyAdmin):
     list_display = ["step", "position", "model", "min_input_chars", "min_priority"]
 
 
 @admin.register(PromptLabel)
-class PromptLabelAdmin(admin.ModelAdmin):
+class PromptLabelAdmin(EmergencyOnlyAdmin):
     list_display = ["step", "name", "version", "moved_at"]
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(admin.ModelAdmin):
+class IdempotencyKeyAdmin(EmergencyOnlyAdmin):
     list_display = ["client", "key", "status_code", "created_at"]
     list_filter = ["client"]
     readonly_fields = ["client", "key", "request_hash", "status_code", "response"]

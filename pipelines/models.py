@@ -14,6 +14,16 @@ env_var_name = RegexValidator(
 )
 
 
+def api_key_variable(name: str) -> None:
+    """Only variables meant for provider keys: a provider sends the value to its base URL, so a
+    name like SECRET_KEY or DATABASE_URL would hand this installation's secrets to any host."""
+    if not name.endswith(("_API_KEY", "_TOKEN")):
+        raise ValidationError(
+            "Name a variable ending in _API_KEY or _TOKEN (e.g. OPENAI_API_KEY): other "
+            "variables of this server are never sent to a provider."
+        )
+
+
 class Pipeline(models.Model):
     """A client's automation: items go in, run through its steps, and come out."""
 
@@ -168,14 +178,14 @@ class Provider(models.Model):
     api_key_env = models.CharField(
         max_length=100,
         blank=True,
-        validators=[env_var_name],
+        validators=[env_var_name, api_key_variable],
         help_text="Name of the environment variable holding the API key (never the key).",
     )
     timeout_seconds = models.DecimalField(
         max_digits=6,
         decimal_places=1,
         default=Decimal("30"),
-        validators=[MinValueValidator(Decimal("0.1"))],
+        validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(Decimal("600"))],
     )
     max_concurrency = models.PositiveIntegerField(default=16, validators=[MinValueValidator(1)])
     rate_limit_per_minute = models.PositiveIntegerField(

@@ -360,3 +360,16 @@ def test_reviewers_and_clients_cannot_change_configuration(reviewer, client_a, a
         )
     acme_step.pipeline.refresh_from_db()
     assert acme_step.pipeline.status == Pipeline.Status.ACTIVE
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "EMAIL_HOST_PASSWORD"])
+def test_a_provider_cannot_read_this_servers_own_secrets_as_its_key(operator, name):
+    with pytest.raises(ValidationError) as caught:
+        config.provider_create(
+            name="Exfil",
+            kind="openai",
+            base_url="https://collector.example/v1",
+            api_key_env=name,
+            actor=operator,
+        )
+    assert "_API_KEY or _TOKEN" in str(caught.value)

@@ -302,3 +302,36 @@ def test_a_real_worker_runs_items_submitted_over_the_api(operator, acme, acme_st
     body = read.json()
     assert body["status"] == "accepted" and body["result"]["label"] in acme_step.labels
     assert Decimal(body["cost"]) > 0
+
+
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owners_outcome(operator, acme_step):
+    from pipelines.services import engine
+
+    simulated_route(acme_step, operator)
+    config.step_update(step=acme_step, actor=operator, confidence_threshold="0")
+    [item] = submit(acme_step.pipeline, "hello")
+    late = engine.items_claim(worker="slow", limit=1)
+    plans = engine._plan(late)
+    engine._run_calls(plans)
+    # Its lease expires; the sweeper requeues and another worker finishes the item.
+    Item.objects.update(lease_expires_at=timezone.now() - timezone.timedelta(seconds=1))
+    items_sweep()
+    engine_run_batch(worker="fast")
+    item.refresh_from_db()
+    finished = (item.status, item.attempts, item.ledger.count())
+    assert engine._apply(plans, worker="slow") == {"accepted": 1}
+    item.refresh_from_db()
+    assert (item.status, item.attempts, item.ledger.count()) == finished
+    assert item.ledger.order_by("id").last().actor == "fast"
+
+
+def test_the_sweeper_dead_letters_an_item_that_keeps_killing_its_worker(operator, acme_step):
+    simulated_route(acme_step, operator)
+    [item] = submit(acme_step.pipeline, "hello")
+    for _ in range(MAX_ATTEMPTS):
+        items_claim(worker="dies", limit=1)
+        Item.objects.update(lease_expires_at=timezone.now() - timezone.timedelta(seconds=1))
+        items_sweep()
+    item.refresh_from_db()
+    assert item.status == Item.Status.DEAD_LETTERED
+    assert "worker stopped on every attempt" in item.error_message

@@ -171,3 +171,16 @@ def test_a_real_worker_imports_an_upload(operator, acme_step):
         output, _ = cluster.communicate(timeout=30)
     assert done, output
     assert Example.objects.filter(step=acme_step).count() == 3
+
+
+def test_a_file_that_breaks_the_reader_fails_the_import_with_true_counts(operator, acme_step):
+    good = "".join('{"text": "t%d", "label": "bug"}\n' % n for n in range(1500))
+    content = (good + "[" * 50_000 + "\n").encode()
+    upload(login(operator), acme_step, "deep.jsonl", content)
+    job = ExampleImport.objects.get()
+    example_import_task(job.pk)
+    job.refresh_from_db()
+    assert job.status in (ExampleImport.Status.FAILED, ExampleImport.Status.DONE)
+    assert job.accepted == Example.objects.filter(step=acme_step).count()
+    assert job.finished_at is not None
+    assert AuditEntry.objects.filter(action="examples.import").exists()

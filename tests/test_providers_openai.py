@@ -42,7 +42,7 @@ def run[T](coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-KEY_ENV = "SLUICE_TEST_OPENAI_KEY"
+KEY_ENV = "SLUICE_TEST_OPENAI_API_KEY"
 KEY = "sk-test-d0-not-print-me-4242"
 LABELS = ("billing", "shipping", "account")
 INVOICE_SCHEMA = {

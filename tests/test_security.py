@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from django.template.loader import render_to_string
 from django.urls import reverse
 
@@ -71,3 +72,34 @@ def test_the_admin_lists_every_model_of_sluice(operator):
     assert not missing
     response = login(operator).get(reverse("admin:pipelines_promptversion_changelist"))
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/pipelines/acme/triage/?before=%C2%B2",
+        "/audit/?before=%C2%B2",
+        "/pipelines/acme/triage/?before=99999999999999999999999",
+    ],
+)
+def test_odd_ids_in_query_strings_are_ignored_not_500(world, url):
+    assert login(world["operator"]).get(url).status_code == 200
+
+
+def test_odd_ids_in_forms_are_refused_not_500(world):
+    http = login(world["operator"])
+    step = world["acme_step"].pk
+    assert http.post(f"/steps/{step}/examples/delete/", {"ids": ["²", "9" * 25]}).status_code == 302
+    assert http.post("/clients/acme/keys/", {"revoke": "²"}).status_code == 404
+    assert http.get(f"/steps/{step}/threshold/", {"target": "nan"}).status_code == 200
+
+
+def test_operators_read_the_admin_but_cannot_change_through_it(world):
+    http = login(world["operator"])
+    item = world["acme_item"]
+    page = http.get(f"/admin/pipelines/item/{item.pk}/change/")
+    assert page.status_code == 200
+    response = http.post(f"/admin/pipelines/item/{item.pk}/change/", {"status": "accepted"})
+    assert response.status_code == 403
+    item.refresh_from_db()
+    assert item.status == "queued"

@@ -59,6 +59,12 @@ class OpenAICompatProvider(Provider):
             raise ConfigurationError("An OpenAI-compatible provider needs a base URL.")
         self._settings = settings
         self._key_env = settings.api_key_env
+        # Checked here too, not only in the form: the value is sent to base_url, so no other
+        # variable of this server may ever be read as a key.
+        if self._key_env and not self._key_env.endswith(("_API_KEY", "_TOKEN")):
+            raise ConfigurationError(
+                "The API key variable must end in _API_KEY or _TOKEN; fix the provider."
+            )
         if self._key_env:
             key = os.environ.get(self._key_env, "")
             if not key:

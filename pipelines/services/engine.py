@@ -45,7 +45,8 @@ from pipelines.templating import PromptTemplateError, render_prompt
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
-LEASE_SECONDS = 300
+# Longer than any provider timeout (they are capped at 600 s), so a live worker keeps its lease.
+LEASE_SECONDS = 900
 MAX_ATTEMPTS = 5
 # Provider limits (quota, budget) are not the item's fault: it waits without using an attempt.
 PROVIDER_LIMIT_WAIT_SECONDS = 60
@@ -103,25 +104,38 @@ def items_sweep() -> int:
         expired = Item.objects.filter(status=Item.Status.RUNNING, lease_expires_at__lt=now)
         if connection.vendor == "postgresql":
             expired = expired.select_for_update(skip_locked=True)
-        ids = list(expired.values_list("id", flat=True)[:1000])
-        if not ids:
+        found = dict(expired.values_list("id", "attempts")[:1000])
+        if not found:
             return 0
-        Item.objects.filter(pk__in=ids).update(
+        # An item that keeps killing its worker must not take a batch down with it forever.
+        exhausted = [pk for pk, attempts in found.items() if attempts >= MAX_ATTEMPTS]
+        retried = [pk for pk in found if pk not in set(exhausted)]
+        Item.objects.filter(pk__in=retried).update(
             status=Item.Status.QUEUED, lease_owner="", lease_expires_at=None, updated_at=now
         )
+        Item.objects.filter(pk__in=exhausted).update(
+            status=Item.Status.DEAD_LETTERED,
+            lease_owner="",
+            lease_expires_at=None,
+            error_class="system",
+            error_message="its worker stopped on every attempt",
+            finished_at=now,
+            updated_at=now,
+        )
+        reason = "lease expired: the worker stopped before finishing"
         LedgerEvent.objects.bulk_create(
             [
                 LedgerEvent(
                     item_id=pk,
                     actor="sweeper",
                     from_status=Item.Status.RUNNING,
-                    to_status=Item.Status.QUEUED,
-                    detail={"reason": "lease expired: the worker stopped before finishing"},
+                    to_status=Item.Status.DEAD_LETTERED if pk in exhausted else Item.Status.QUEUED,
+                    detail={"reason": reason, "attempt": found[pk]},
                 )
-                for pk in ids
+                for pk in found
             ]
         )
-    return len(ids)
+    return len(found)
 
 
 # --- Planning and calling ---------------------------------------------------------------------
@@ -464,6 +478,30 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             )
         )
     with transaction.atomic():
+        # Only rows this worker still holds: if its lease expired and another worker took an
+        # item meanwhile, that worker's outcome stands and this late one is dropped.
+        held_rows = Item.objects.filter(
+            pk__in=[item.pk for item in changed],
+            status=Item.Status.RUNNING,
+            lease_owner=worker[:120],
+        )
+        if connection.vendor == "postgresql":
+            held_rows = held_rows.select_for_update()
+        still_ours = set(held_rows.values_list("id", flat=True))
+        if len(still_ours) < len(changed):
+            logger.warning(
+                "%s lost the lease of %d items; their late results are dropped",
+                worker,
+                len(changed) - len(still_ours),
+            )
+        changed = [item for item in changed if item.pk in still_ours]
+        events = [event for event in events if event.item.pk in still_ours]
+        held = [entry for entry in held if entry[0].pk in still_ours]
+        paused = {
+            pid: reason
+            for pid, reason in paused.items()
+            if any(item.pipeline_id == pid for item in changed)
+        }
         Item.objects.bulk_update(
             changed,
             [

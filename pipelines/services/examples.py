@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable
 from pathlib import PurePath
 
@@ -21,6 +22,8 @@ from pipelines.examples_io import (
     iter_examples,
 )
 from pipelines.models import Example, ExampleImport, Step
+
+logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 BATCH = 1000
@@ -70,6 +73,14 @@ def example_import_start(
     return job
 
 
+def _failure_message(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "The file nests JSON too deeply to read."
+    if isinstance(exc, (ValueError, UnicodeError)):
+        return str(exc)
+    return f"The file could not be read: {type(exc).__name__}."
+
+
 def example_import_run(*, import_id: int) -> ExampleImport | None:
     """Read an accepted file into examples, batch by batch, recording progress. Safe to call
     twice: only the call that moves the import from pending to running does the work."""
@@ -113,16 +124,30 @@ def example_import_run(*, import_id: int) -> ExampleImport | None:
             if len(batch) >= BATCH:
                 flush()
         flush()
-    except (ValueError, UnicodeError) as exc:
-        ExampleImport.objects.filter(pk=job.pk).update(
-            status=ExampleImport.Status.FAILED,
-            error=str(exc)[:2000],
-            content=b"",
-            finished_at=timezone.now(),
-            accepted=accepted,
-            rejected=rejected,
-            rejected_rows=rejections,
-        )
+    except Exception as exc:  # a bad file must end the import, never leave it running
+        if not isinstance(exc, (ValueError, UnicodeError)):
+            logger.exception("example import %s failed", job.pk)
+        # Keep what was read before the failure, and say so with the right counts.
+        flush()
+        with transaction.atomic():
+            ExampleImport.objects.filter(pk=job.pk).update(
+                status=ExampleImport.Status.FAILED,
+                error=_failure_message(exc)[:2000],
+                content=b"",
+                finished_at=timezone.now(),
+            )
+            audit_record(
+                actor=job.created_by,
+                action="examples.import",
+                obj=job.step,
+                client=job.step.pipeline.client,
+                after={
+                    "file": job.filename,
+                    "accepted": accepted,
+                    "rejected": rejected,
+                    "failed": _failure_message(exc)[:200],
+                },
+            )
         job.refresh_from_db()
         return job
     with transaction.atomic():

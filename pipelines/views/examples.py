@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from controlplane.access import role_required
 from controlplane.htmx import redirect_after_post
+from controlplane.params import parse_id
 from controlplane.roles import Role
 from pipelines.selectors import example_list, step_get_for_user
 from pipelines.services.examples import MAX_UPLOAD_BYTES, example_delete, example_import_start
@@ -46,10 +47,9 @@ def example_list_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"Importing {job.filename}.")
             return redirect_after_post(request, "example-list", step.pk)
     query = request.GET.get("q", "").strip()
-    before = request.GET.get("before", "")
     rows = list(
         example_list(
-            step=step, query=query, before=int(before) if before.isdigit() else None, limit=PAGE + 1
+            step=step, query=query, before=parse_id(request.GET.get("before")), limit=PAGE + 1
         )
     )
     context = {
@@ -81,7 +81,7 @@ def example_import_status(request: HttpRequest, pk: int, import_pk: int) -> Http
 @role_required(Role.OPERATOR)
 def example_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
     step = step_get_for_user(user=request.user, pk=pk)
-    ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
+    ids = [i for i in map(parse_id, request.POST.getlist("ids")) if i is not None]
     deleted = example_delete(step=step, ids=ids, actor=request.user)
     messages.success(request, f"Deleted {deleted} example{'s' if deleted != 1 else ''}.")
     return redirect_after_post(request, "example-list", step.pk)

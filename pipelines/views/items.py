@@ -5,6 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from controlplane.access import role_required
+from controlplane.params import parse_id
 from controlplane.roles import Role
 from pipelines.models import Item
 from pipelines.selectors import (
@@ -31,12 +32,12 @@ def pipeline_detail(request: HttpRequest, client_slug: str, slug: str) -> HttpRe
     status = request.GET.get("status", "")
     if status not in Item.Status.values:
         status = ""
-    before = request.GET.get("before", "")
     items = item_list_for_user(user=request.user).filter(pipeline=pipeline)
     if status:
         items = items.filter(status=status)
-    if before.isdigit():
-        items = items.filter(pk__lt=int(before))
+    before = parse_id(request.GET.get("before"))
+    if before is not None:
+        items = items.filter(pk__lt=before)
     # Keyset pagination: never counts the item table, however large it grows.
     page = list(items.order_by("-id")[: PAGE_SIZE + 1])
     context = {

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from controlplane.access import role_required
 from controlplane.htmx import redirect_after_post
+from controlplane.params import parse_float
 from controlplane.roles import Role
 from pipelines.selectors import step_get_for_user
 from pipelines.services import configuration as config
@@ -22,11 +23,7 @@ TABLE_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
 
 
 def _target(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        return 0.05
-    return min(max(value / 100, 0.0), 0.5)
+    return min(max(parse_float(raw, 5.0) / 100, 0.0), 0.5)
 
 
 @require_http_methods(["GET", "POST"])

@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = "Submit a few demo items every few seconds, so the demo shows work flowing."
 
     def add_arguments(self, parser):
-        parser.add_argument("--every", type=float, default=3.0, help="seconds between batches")
+        parser.add_argument("--every", type=float, default=5.0, help="seconds between batches")
         parser.add_argument(
             "--max-items", type=int, default=5000, help="stop after submitting this many items"
         )

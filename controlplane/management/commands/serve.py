@@ -48,7 +48,8 @@ class Command(BaseCommand):
                 host,
                 "-p",
                 str(port),
-                "--proxy-headers",
+                # No --proxy-headers: X-Forwarded-For is whatever a client sends, and login
+                # throttling keys on the address. Behind a proxy, run daphne with its own flags.
                 "controlplane.asgi:application",
             ],
         }
