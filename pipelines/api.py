@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from ninja import Field, Header, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 
 from controlplane.api_auth import ApiKeyAuth
 from pipelines.models import IdempotencyKey, Item, Pipeline
@@ -46,6 +47,25 @@ class Strict(Schema):
     model_config = ConfigDict(extra="forbid")
 
 
+def _storable(value: Any, path: str = "data") -> None:
+    """Refuse what a database cannot keep faithfully: NUL characters (PostgreSQL text and jsonb
+    reject them) and NaN or infinite numbers (JSON has no such values)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{path} contains a NUL character")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path} is not a finite number")
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            if "\x00" in key:
+                raise ValueError(f"a key in {path} contains a NUL character")
+            _storable(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _storable(inner, f"{path}[{index}]")
+
+
 class ItemIn(Strict):
     data: dict[str, Any] = Field(description="The item's fields; checked against the input schema.")
     external_id: str | None = Field(
@@ -54,6 +74,19 @@ class ItemIn(Strict):
     priority: int | None = Field(
         None, ge=0, le=9, description="0 (lowest) to 9; default: the pipeline's."
     )
+
+    @field_validator("data")
+    @classmethod
+    def _data_storable(cls, data: dict[str, Any]) -> dict[str, Any]:
+        _storable(data)
+        return data
+
+    @field_validator("external_id")
+    @classmethod
+    def _id_storable(cls, value: str | None) -> str | None:
+        if value is not None:
+            _storable(value, "external_id")
+        return value
 
 
 class SubmitIn(Strict):

@@ -161,11 +161,27 @@ def pipeline_export_yaml(*, pipeline: Pipeline) -> str:
 # --- Reading and checking a document --------------------------------------------------------
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader without anchors and aliases: an export never writes them, and a few
+    nested aliases expand a small file into millions of nodes (or a loop)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not accepted; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
 def config_load(*, text: str) -> Any:
-    """Parse a YAML document with the safe loader; ValidationError with line and column if the
-    text is not YAML."""
+    """Parse a YAML document with the safe loader (no aliases); ValidationError with line and
+    column if the text is not YAML."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

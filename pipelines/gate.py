@@ -48,7 +48,9 @@ def gate_evaluate(
         if limit > 0:
             reasons.append("no confidence from the model")
     elif confidence < limit:
-        reasons.append(f"low confidence {confidence:.2f} < {limit:.2f}")
+        # Two places read best; a third when two would print "0.80 < 0.80".
+        places = 2 if f"{confidence:.2f}" != f"{limit:.2f}" else 3
+        reasons.append(f"low confidence {confidence:.{places}f} < {limit:.{places}f}")
     return GateVerdict(accepted=not reasons, reasons=tuple(reasons))
 
 

@@ -50,12 +50,14 @@ class Pipeline(models.Model):
         decimal_places=2,
         null=True,
         blank=True,
-        help_text="Spend per day before new work is held; empty for no limit.",
+        help_text="Spend per day before new work is held; empty for no limit. "
+        "Recorded now; holding work at the budget comes with budgets in the engine.",
     )
     concurrency_limit = models.PositiveIntegerField(
         default=32,
         validators=[MinValueValidator(1)],
-        help_text="Items of this pipeline running at once, across all workers.",
+        help_text="Items of this pipeline running at once, across all workers. "
+        "Recorded now; not yet enforced by the engine.",
     )
     dedup_window_seconds = models.PositiveIntegerField(
         default=86400,
@@ -189,17 +191,21 @@ class Provider(models.Model):
     )
     max_concurrency = models.PositiveIntegerField(default=16, validators=[MinValueValidator(1)])
     rate_limit_per_minute = models.PositiveIntegerField(
-        default=0, help_text="Requests per minute across all workers; 0 for no limit."
+        default=0,
+        help_text="Requests per minute across all workers; 0 for no limit. "
+        "Recorded now; not yet enforced by the engine.",
     )
     breaker_failure_threshold = models.PositiveIntegerField(
         default=5,
         validators=[MinValueValidator(1)],
-        help_text="Consecutive failures that open the circuit breaker.",
+        help_text="Consecutive failures that open the circuit breaker "
+        "(the breaker is not built yet).",
     )
     breaker_reset_seconds = models.PositiveIntegerField(
         default=30,
         validators=[MinValueValidator(1)],
-        help_text="Seconds the breaker stays open before a probe call.",
+        help_text="Seconds the breaker stays open before a probe call "
+        "(the breaker is not built yet).",
     )
     # Simulated providers: latency distribution, failure rate per error class, token counts.
     simulation = models.JSONField(default=dict, blank=True)
@@ -220,6 +226,12 @@ class Provider(models.Model):
             errors["simulation"] = "Simulation settings must be a JSON object."
         elif self.kind != self.Kind.SIMULATED and self.simulation:
             errors["simulation"] = "Only simulated providers have simulation settings."
+        elif self.kind == self.Kind.SIMULATED:
+            from pipelines.providers.simulated import simulation_problems
+
+            problems = simulation_problems(self.simulation)
+            if problems:
+                errors["simulation"] = problems
         if errors:
             raise ValidationError(errors)
 

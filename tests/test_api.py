@@ -136,6 +136,14 @@ def test_a_paused_pipeline_holds_items_and_a_draft_refuses_them(acme_key, acme_p
         ('{"items": [{"data": {}, "colour": "red"}]}', 422, "invalid", "items[0].colour"),
         ('{"items": [{"data": {}}], "extra": 1}', 422, "invalid", "extra"),
         ("[" * 5000 + "]" * 5000, 400, "malformed", None),
+        ('{"items": [{"data": {"a": "x\\u0000y"}}]}', 422, "invalid", "items[0].data"),
+        ('{"items": [{"data": {"a": NaN}}]}', 422, "invalid", "items[0].data"),
+        (
+            '{"items": [{"data": {}, "external_id": "e\\u0000"}]}',
+            422,
+            "invalid",
+            "items[0].external_id",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_changes_nothing(acme_key, body, status, code, field):

@@ -61,3 +61,15 @@ def test_a_yaml_syntax_error_names_the_line(operator):
     )
     assert response.status_code == 422
     assert "line 3" in response.content.decode() or "line 2" in response.content.decode()
+
+
+def test_yaml_aliases_are_refused_before_they_expand(operator):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    response = login(operator).post(reverse("pipeline-import"), {"text": bomb, "check": "1"})
+    assert response.status_code == 422
+    assert "aliases" in response.content.decode()
+    loop = "steps: &s [*s]\n"
+    assert (
+        login(operator).post(reverse("pipeline-import"), {"text": loop, "check": "1"}).status_code
+        == 422
+    )

@@ -373,3 +373,22 @@ def test_a_provider_cannot_read_this_servers_own_secrets_as_its_key(operator, na
             actor=operator,
         )
     assert "_API_KEY or _TOKEN" in str(caught.value)
+
+
+def test_bad_simulation_settings_are_refused_when_saved(operator):
+    with pytest.raises(ValidationError) as caught:
+        config.provider_create(
+            name="Sim",
+            kind="simulated",
+            actor=operator,
+            simulation={"failure_rates": {"transient": 2}},
+        )
+    assert "simulation" in caught.value.message_dict
+
+
+def test_long_templates_are_compared_with_a_unified_diff(operator, acme_step):
+    long_template = "\n".join(f"line {n} {{{{ text }}}}" for n in range(600))
+    config.prompt_version_create(step=acme_step, template=long_template, actor=operator)
+    response = login(operator).get(reverse("prompt-diff", args=[acme_step.pk]))
+    assert response.status_code == 200
+    assert "+line 599" in response.content.decode()

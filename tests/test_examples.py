@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from io import StringIO
 
 import pytest
@@ -174,7 +175,7 @@ def test_a_real_worker_imports_an_upload(operator, acme_step):
 
 
 def test_a_file_that_breaks_the_reader_fails_the_import_with_true_counts(operator, acme_step):
-    good = "".join('{"text": "t%d", "label": "bug"}\n' % n for n in range(1500))
+    good = "".join(json.dumps({"text": f"t{n}", "label": "bug"}) + "\n" for n in range(1500))
     content = (good + "[" * 50_000 + "\n").encode()
     upload(login(operator), acme_step, "deep.jsonl", content)
     job = ExampleImport.objects.get()
@@ -184,3 +185,10 @@ def test_a_file_that_breaks_the_reader_fails_the_import_with_true_counts(operato
     assert job.accepted == Example.objects.filter(step=acme_step).count()
     assert job.finished_at is not None
     assert AuditEntry.objects.filter(action="examples.import").exists()
+
+
+def test_an_upload_error_over_htmx_goes_back_into_the_form(operator, acme_step):
+    response = upload(login(operator), acme_step, "t.xlsx", b"x", headers={"HX-Request": "true"})
+    assert response.status_code == 422
+    assert response["HX-Retarget"] == "#upload-form"
+    assert response["HX-Reswap"] == "outerHTML"

@@ -69,3 +69,14 @@ def test_input_text_reads_string_fields_in_key_order_and_json_for_the_rest():
     assert input_text({"subject": "Refund", "body": "Charged twice", "n": 2}) == (
         "Charged twice\n2\nRefund"
     )
+
+
+def test_a_near_miss_is_shown_with_enough_places_to_see_it():
+    verdict = gate_evaluate(
+        output={"total": 1, "currency": "EUR"},
+        confidence=0.799,
+        threshold=Decimal("0.800"),
+        output_schema=SCHEMA,
+        rules=RULES,
+    )
+    assert verdict.reasons == ("low confidence 0.799 < 0.800",)

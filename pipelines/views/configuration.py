@@ -249,7 +249,20 @@ def prompt_diff(request: HttpRequest, pk: int) -> HttpResponse:
     left = prompt_version_get(step=step, number=a) if a is not None else None
     right = prompt_version_get(step=step, number=b) if b is not None else None
     table = None
-    if left and right:
+    too_long = False
+    if left and right and max(left.template.count("\n"), right.template.count("\n")) > 400:
+        # The side-by-side diff is quadratic in lines: long templates get a unified diff.
+        too_long = True
+        table = "\n".join(
+            difflib.unified_diff(
+                left.template.splitlines(),
+                right.template.splitlines(),
+                fromfile=f"version {left.number}",
+                tofile=f"version {right.number}",
+                lineterm="",
+            )
+        )
+    elif left and right:
         table = difflib.HtmlDiff(tabsize=4, wrapcolumn=70).make_table(
             left.template.splitlines(),
             right.template.splitlines(),
@@ -263,6 +276,7 @@ def prompt_diff(request: HttpRequest, pk: int) -> HttpResponse:
         "left": left,
         "right": right,
         "table": table,
+        "unified": too_long,
     }
     return render(request, "pipelines/prompt_diff.html", context)
 

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import reswap, retarget
 
 from controlplane.access import role_required
 from controlplane.htmx import redirect_after_post
@@ -63,7 +64,9 @@ def example_list_view(request: HttpRequest, pk: int) -> HttpResponse:
     }
     status = 422 if form.errors else 200
     if request.htmx and request.method == "POST":
-        return render(request, "pipelines/examples.html#upload-form", context, status=status)
+        # The form posts into the import slot; its errors go back into the form itself.
+        response = render(request, "pipelines/examples.html#upload-form", context, status=status)
+        return reswap(retarget(response, "#upload-form"), "outerHTML")
     return render(request, "pipelines/examples.html", context, status=status)
 
 
