@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "controlplane.middleware.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -244,6 +245,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("SLUICE_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Any request, file uploads included, is refused above this before its body is read.
+SLUICE_MAX_UPLOAD_BYTES = envint("SLUICE_MAX_UPLOAD_BYTES", 55 * 1024 * 1024, minimum=1024)
 
 if PRODUCTION:
     # Behind a TLS-terminating proxy set SECURE_PROXY_SSL_HEADER via SLUICE_BEHIND_PROXY.

@@ -138,11 +138,11 @@ def system_status(request: HttpRequest) -> HttpResponse:
     return render(request, "controlplane/system.html", context)
 
 
+@never_cache
 @require_http_methods(["GET", "POST"])
 @role_required(Role.OPERATOR)
 def client_keys(request: HttpRequest, slug: str) -> HttpResponse:
     client = selectors.client_get_for_user(user=request.user, slug=slug)
-    new_key = None
     error = ""
     if request.method == "POST":
         if request.POST.get("revoke"):
@@ -151,15 +151,20 @@ def client_keys(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, f"Key {api_key.prefix}… revoked.")
             return redirect_after_post(request, "client-keys", client.slug)
         try:
-            api_key, new_key = services.api_key_create(
+            api_key, key = services.api_key_create(
                 client=client, name=request.POST.get("name", ""), actor=request.user
             )
         except ValidationError as exc:
             error = " ".join(exc.messages)
+        else:
+            # Shown on the next page only (post, redirect, get): a reload neither creates a
+            # second key nor shows this one again.
+            request.session["new_api_key"] = key
+            return redirect_after_post(request, "client-keys", client.slug)
     context = {
         "client": client,
         "keys": selectors.api_key_list(client=client),
-        "new_key": new_key,
+        "new_key": request.session.pop("new_api_key", None),
         "error": error,
     }
     return render(request, "controlplane/client_keys.html", context, status=422 if error else 200)

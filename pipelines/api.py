@@ -19,6 +19,7 @@ from ninja.errors import HttpError
 from pydantic import ConfigDict, field_validator
 
 from controlplane.api_auth import ApiKeyAuth
+from pipelines.gate import public_error_message
 from pipelines.models import IdempotencyKey, Item, Pipeline
 from pipelines.services.ingest import items_submit
 
@@ -175,7 +176,10 @@ def _item_out(item: Item) -> dict[str, Any]:
         "confidence": item.confidence,
         "review_reason": item.hold_reason or None,
         "attempts": item.attempts,
-        "error": {"error_class": item.error_class, "message": item.error_message}
+        "error": {
+            "error_class": item.error_class,
+            "message": public_error_message(item.error_class, item.error_message),
+        }
         if item.error_class
         else None,
         "input_tokens": item.input_tokens,

@@ -62,3 +62,22 @@ def input_text(data: Mapping[str, Any]) -> str:
         value = data[key]
         parts.append(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
     return "\n".join(parts)
+
+
+# What a client (or an integrator over the API) reads about an error: the class and what it
+# means for the item, never a provider's raw text, host names or internal addresses.
+PUBLIC_ERROR_MESSAGES = {
+    "input": "The item's data does not fit this pipeline's input; it will not be retried.",
+    "transient": "The model provider did not answer in time; the item is retried automatically.",
+    "provider_limit": "The model provider's limit was reached; the item waits and resumes.",
+    "processing": "The model's answer could not be used; a person will review the item.",
+    "system": "The pipeline needs attention from its operator; the item is kept and resumes.",
+}
+
+
+def public_error_message(error_class: str, message: str) -> str:
+    """The error as a client may see it. Input errors stay precise (they are about the
+    client's own data); the others say what happens next."""
+    if error_class == "input":
+        return message
+    return PUBLIC_ERROR_MESSAGES.get(error_class, "The item could not be processed.")

@@ -132,6 +132,9 @@ class Item(models.Model):
             models.Index(fields=["pipeline", "content_hash"], name="item_pipeline_content"),
             models.Index(fields=["status", "-priority", "id"], name="item_claim_order"),
             models.Index(fields=["status", "lease_expires_at"], name="item_lease"),
+            # Item pages and the API list by id, newest or oldest first, with or without status.
+            models.Index(fields=["pipeline", "-id"], name="item_pipeline_id"),
+            models.Index(fields=["pipeline", "status", "-id"], name="item_pipeline_status_id"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(priority__lte=9), name="item_priority_0_9"),

@@ -259,12 +259,14 @@ def test_an_operator_creates_and_revokes_a_key_in_the_browser(operator, acme):
     from tests.conftest import login
 
     http = login(operator)
-    response = http.post("/clients/acme/keys/", {"name": "zapier"})
+    response = http.post("/clients/acme/keys/", {"name": "zapier"}, follow=True)
     key = response.context["new_key"]
     assert key and key in response.content.decode()
-    # Shown once: the list afterwards has only the prefix.
+    assert "no-store" in response["Cache-Control"]
+    # Shown once: a reload has only the prefix and creates nothing.
     listing = http.get("/clients/acme/keys/").content.decode()
     assert key not in listing and key[:16] in listing
+    assert ApiKey.objects.filter(name="zapier").count() == 1
     api_key = ApiKey.objects.get(name="zapier")
     http.post("/clients/acme/keys/", {"revoke": api_key.pk})
     api_key.refresh_from_db()

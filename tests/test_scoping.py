@@ -63,3 +63,25 @@ def test_pipeline_items_page_by_keyset_and_filter_by_status(world, acme_pipeline
     assert "<html" not in rest.content.decode()
     queued = http.get(url, {"status": "in_review"}).context["items"]
     assert queued == []
+
+
+def test_clients_see_what_happened_but_not_provider_errors_or_hosts(world):
+    item = world["acme_item"]
+    item.status, item.error_class = "waiting_retry", "transient"
+    item.error_message = "Could not reach http://10.0.0.5/v1: connection refused"
+    item.save()
+    item.ledger.create(
+        actor="worker:host-7:4242",
+        from_status="running",
+        to_status="waiting_retry",
+        detail={"error": item.error_message},
+    )
+    client_html = (
+        login(world["client_a"]).get(reverse("item-detail", args=[item.pk])).content.decode()
+    )
+    assert "10.0.0.5" not in client_html and "host-7" not in client_html
+    assert "retried automatically" in client_html
+    operator_html = (
+        login(world["operator"]).get(reverse("item-detail", args=[item.pk])).content.decode()
+    )
+    assert "10.0.0.5" in operator_html and "host-7" in operator_html

@@ -103,3 +103,20 @@ def test_operators_read_the_admin_but_cannot_change_through_it(world):
     assert response.status_code == 403
     item.refresh_from_db()
     assert item.status == "queued"
+
+
+def test_a_request_larger_than_the_upload_limit_is_refused_before_it_is_read(world, settings):
+    settings.SLUICE_MAX_UPLOAD_BYTES = 2048
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    http = login(world["operator"])
+    response = http.post(
+        f"/steps/{world['acme_step'].pk}/examples/",
+        {"file": SimpleUploadedFile("big.csv", b"text,label\n" + b"x,bug\n" * 1000)},
+    )
+    assert response.status_code == 413
+    assert b"too large" in response.content
+    api = http.post(
+        "/api/v1/pipelines/triage/items", data="x" * 5000, content_type="application/json"
+    )
+    assert api.status_code == 413 and api.json()["code"] == "too_large"

@@ -6,7 +6,8 @@ from django.views.decorators.http import require_GET
 
 from controlplane.access import role_required
 from controlplane.params import parse_id
-from controlplane.roles import Role
+from controlplane.roles import Role, role_of
+from pipelines.gate import public_error_message
 from pipelines.models import Item
 from pipelines.selectors import (
     item_get_for_user,
@@ -56,6 +57,14 @@ def pipeline_detail(request: HttpRequest, client_slug: str, slug: str) -> HttpRe
 @role_required(Role.OPERATOR, Role.CLIENT)
 def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
     item = item_get_for_user(user=request.user, pk=pk)
-    return render(
-        request, "pipelines/item_detail.html", {"item": item, "ledger": item.ledger.all()}
-    )
+    # Clients see what happened to their item, not the operator's providers, hosts or errors.
+    operator_view = role_of(request.user) != Role.CLIENT
+    context = {
+        "item": item,
+        "ledger": item.ledger.all(),
+        "operator_view": operator_view,
+        "error_text": item.error_message
+        if operator_view
+        else public_error_message(item.error_class, item.error_message),
+    }
+    return render(request, "pipelines/item_detail.html", context)
