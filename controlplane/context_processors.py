@@ -22,6 +22,7 @@ NAVIGATION = (
         ("pipeline-", "item-", "step-", "prompt-"),
     ),
     NavLink("Review", "review-queue", (Role.OPERATOR, Role.REVIEWER), ("review-",)),
+    NavLink("Dead letters", "dead-letter-list", (Role.OPERATOR,), ("dead-letter-",)),
     NavLink("Providers", "provider-list", (Role.OPERATOR,), ("provider-",)),
     NavLink("Clients", "client-list", (Role.OPERATOR,), ("client-",)),
     NavLink("People", "person-list", (Role.OPERATOR,), ("person-",)),

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pipelines.views import catalogue, configfile, configuration, examples, items, threshold
+from pipelines.views import (
+    catalogue,
+    configfile,
+    configuration,
+    dead_letters,
+    examples,
+    items,
+    threshold,
+)
 
 urlpatterns = [
     path("pipelines/", items.pipeline_list, name="pipeline-list"),
@@ -44,6 +52,7 @@ urlpatterns = [
     ),
     path("steps/<int:pk>/examples/delete/", examples.example_delete_view, name="example-delete"),
     path("items/<int:pk>/", items.item_detail, name="item-detail"),
+    path("dead-letters/", dead_letters.dead_letter_list, name="dead-letter-list"),
     path("providers/", catalogue.provider_list_view, name="provider-list"),
     path("providers/<int:pk>/", catalogue.provider_detail, name="provider-detail"),
 ]

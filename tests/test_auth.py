@@ -91,7 +91,16 @@ def test_a_weak_new_password_is_refused_with_the_reason(client_a):
     [
         (
             "operator",
-            ["Pipelines", "Review", "Providers", "Clients", "People", "Audit", "System"],
+            [
+                "Pipelines",
+                "Review",
+                "Dead letters",
+                "Providers",
+                "Clients",
+                "People",
+                "Audit",
+                "System",
+            ],
             [],
         ),
         (

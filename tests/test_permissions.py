@@ -115,6 +115,7 @@ MATRIX = {
         OPERATOR_ONLY,
     ),
     "audit-list": (lambda w: reverse("audit-list"), OPERATOR_ONLY),
+    "dead-letter-list": (lambda w: reverse("dead-letter-list"), OPERATOR_ONLY),
     "review-queue": (
         lambda w: reverse("review-queue"),
         {
