@@ -20,6 +20,7 @@ SCHEDULES: tuple[Recurring, ...] = (
     # Redis message) within a minute.
     Recurring(name="sluice.sweep", func="pipelines.tasks.items_sweep_task", minutes=1),
     Recurring(name="sluice.engine", func="pipelines.tasks.engine_drain_task", minutes=1),
+    Recurring(name="sluice.deliveries", func="pipelines.tasks.deliveries_send_task", minutes=1),
 )
 
 

@@ -202,3 +202,32 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
     if candidate.last_used_at is None or (now - candidate.last_used_at).total_seconds() > 60:
         ApiKey.objects.filter(pk=candidate.pk).update(last_used_at=now)
     return candidate
+
+
+@transaction.atomic
+def client_webhook_set(*, client: Client, url: str, actor: AbstractBaseUser | None) -> Client:
+    """Set (or clear, with "") where a client's finished items are delivered. The signing
+    secret is generated the first time and kept when the URL changes."""
+    from django.core.validators import URLValidator
+
+    url = url.strip()
+    if url:
+        try:
+            URLValidator(schemes=["http", "https"])(url)
+        except ValidationError:
+            raise ValidationError({"webhook_url": ["Enter an http(s) URL."]}) from None
+    before = client.webhook_url
+    client.webhook_url = url
+    if url and not client.webhook_secret:
+        client.webhook_secret = secrets.token_hex(32)
+    client.save(update_fields=["webhook_url", "webhook_secret"])
+    if before != url:
+        audit_record(
+            actor=actor,
+            action="client.webhook",
+            obj=client,
+            client=client,
+            before={"webhook_url": before},
+            after={"webhook_url": url},
+        )
+    return client

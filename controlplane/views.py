@@ -145,22 +145,33 @@ def client_keys(request: HttpRequest, slug: str) -> HttpResponse:
     client = selectors.client_get_for_user(user=request.user, slug=slug)
     error = ""
     if request.method == "POST":
-        if request.POST.get("revoke"):
+        if "webhook_url" in request.POST:
+            try:
+                services.client_webhook_set(
+                    client=client, url=request.POST["webhook_url"], actor=request.user
+                )
+            except ValidationError as exc:
+                error = " ".join(exc.messages)
+            else:
+                messages.success(request, "Webhook saved.")
+                return redirect_after_post(request, "client-keys", client.slug)
+        elif request.POST.get("revoke"):
             api_key = selectors.api_key_get(client=client, pk=request.POST["revoke"])
             services.api_key_revoke(api_key=api_key, actor=request.user)
             messages.success(request, f"Key {api_key.prefix}… revoked.")
             return redirect_after_post(request, "client-keys", client.slug)
-        try:
-            api_key, key = services.api_key_create(
-                client=client, name=request.POST.get("name", ""), actor=request.user
-            )
-        except ValidationError as exc:
-            error = " ".join(exc.messages)
         else:
-            # Shown on the next page only (post, redirect, get): a reload neither creates a
-            # second key nor shows this one again.
-            request.session["new_api_key"] = key
-            return redirect_after_post(request, "client-keys", client.slug)
+            try:
+                api_key, key = services.api_key_create(
+                    client=client, name=request.POST.get("name", ""), actor=request.user
+                )
+            except ValidationError as exc:
+                error = " ".join(exc.messages)
+            else:
+                # Shown on the next page only (post, redirect, get): a reload neither creates
+                # a second key nor shows this one again.
+                request.session["new_api_key"] = key
+                return redirect_after_post(request, "client-keys", client.slug)
     context = {
         "client": client,
         "keys": selectors.api_key_list(client=client),

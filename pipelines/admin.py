@@ -5,6 +5,7 @@ from django.contrib import admin
 from controlplane.admin_base import EmergencyOnlyAdmin, EmergencyOnlyInline
 from pipelines.models import (
     AiModel,
+    Delivery,
     Example,
     ExampleImport,
     IdempotencyKey,
@@ -155,3 +156,10 @@ class IdempotencyKeyAdmin(EmergencyOnlyAdmin):
     list_display = ["client", "key", "status_code", "created_at"]
     list_filter = ["client"]
     readonly_fields = ["client", "key", "request_hash", "status_code", "response"]
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(EmergencyOnlyAdmin):
+    list_display = ["item", "url", "status", "attempts", "next_attempt_at", "delivered_at"]
+    list_filter = ["status"]
+    show_full_result_count = False

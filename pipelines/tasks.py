@@ -27,3 +27,19 @@ def items_sweep_task() -> int:
     from pipelines.services.engine import items_sweep
 
     return items_sweep()
+
+
+def deliveries_send_task() -> str:
+    """Send due deliveries until none are left or 30 s have passed."""
+    import time
+
+    from pipelines.services.delivery import deliveries_send
+
+    deadline, totals = time.monotonic() + 30, {"delivered": 0, "held": 0}
+    while time.monotonic() < deadline:
+        counts = deliveries_send()
+        if not any(counts.values()):
+            break
+        for key, n in counts.items():
+            totals[key] += n
+    return f"{totals['delivered']} delivered, {totals['held']} held"

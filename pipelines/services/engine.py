@@ -39,6 +39,7 @@ from pipelines.providers import (
 )
 from pipelines.retry import retry_delay
 from pipelines.route import route_candidates
+from pipelines.services.delivery import deliveries_open
 from pipelines.signals import item_held
 from pipelines.templating import PromptTemplateError, render_prompt
 
@@ -446,6 +447,8 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
         elif outcome.status == Item.Status.ACCEPTED:
             item.result = result.output
             item.finished_at = now
+            if item.pipeline.client.webhook_url:
+                item.status = Item.Status.DELIVERING
         elif outcome.status in (
             Item.Status.REJECTED,
             Item.Status.QUARANTINED,
@@ -473,7 +476,7 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
                 item=item,
                 actor=worker[:150],
                 from_status=Item.Status.RUNNING,
-                to_status=outcome.status,
+                to_status=item.status,
                 detail=outcome.detail,
             )
         )
@@ -525,6 +528,9 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             ],
         )
         LedgerEvent.objects.bulk_create(events)
+        deliveries_open(
+            items=[i for i in changed if i.status in (Item.Status.DELIVERING, Item.Status.REJECTED)]
+        )
         for item, step, reason in held:
             item_held.send(sender=Item, item=item, step=step, reason=reason)
         for pipeline_id, reason in paused.items():
