@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 
 from controlplane.models import Client
 from controlplane.roles import Role
@@ -43,3 +44,13 @@ class PersonForm(forms.Form):
             except forms.ValidationError as exc:
                 self.add_error("password", exc)
         return cleaned
+
+
+def copy_errors(form: forms.BaseForm, exc: ValidationError) -> None:
+    """Put a service's ValidationError on a form: by field where the form has that field,
+    otherwise as a form-wide error."""
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from controlplane import selectors, services
 from controlplane.access import role_required
-from controlplane.forms import ClientForm, PersonForm
+from controlplane.forms import ClientForm, PersonForm, copy_errors
 from controlplane.htmx import redirect_after_post
 from controlplane.params import parse_id
 from controlplane.roles import Role, role_of
@@ -74,7 +74,7 @@ def client_list(request: HttpRequest) -> HttpResponse:
             try:
                 client = services.client_create(actor=request.user, **form.cleaned_data)
             except ValidationError as exc:
-                _copy_errors(form, exc)
+                copy_errors(form, exc)
             else:
                 messages.success(request, f"Client “{client.name}” created.")
                 return redirect_after_post(request, "client-list")
@@ -103,7 +103,7 @@ def person_list(request: HttpRequest) -> HttpResponse:
                     actor=request.user,
                 )
             except ValidationError as exc:
-                _copy_errors(form, exc)
+                copy_errors(form, exc)
             else:
                 messages.success(request, f"{person.get_username()} can now sign in.")
                 return redirect_after_post(request, "person-list")
@@ -205,14 +205,6 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "actions": selectors.audit_action_list(),
     }
     return render(request, "controlplane/audit.html", context)
-
-
-def _copy_errors(form, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
 
 
 def _mode() -> dict[str, str]:

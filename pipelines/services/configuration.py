@@ -102,6 +102,15 @@ def _apply(obj: models.Model, changes: Mapping[str, Any], allowed: Sequence[str]
 # --- Pipelines ------------------------------------------------------------------------------
 
 
+def _clean_into(errors: dict[str, list[str]], obj: models.Model, **options: Any) -> None:
+    """Run the model's own validation, adding its messages to `errors` by field."""
+    try:
+        obj.full_clean(**options)
+    except ValidationError as exc:
+        for field, messages in exc.message_dict.items():
+            errors.setdefault(field, []).extend(messages)
+
+
 def _pipeline_validate(pipeline: Pipeline) -> None:
     problems = schema_problems(pipeline.input_schema) if pipeline.input_schema else []
     errors: dict[str, list[str]] = {}
@@ -112,11 +121,7 @@ def _pipeline_validate(pipeline: Pipeline) -> None:
             errors["daily_budget"] = ["Enter an amount such as 25.00."]
     if problems:
         errors["input_schema"] = problems
-    try:
-        pipeline.full_clean()
-    except ValidationError as exc:
-        for field, messages in exc.message_dict.items():
-            errors.setdefault(field, []).extend(messages)
+    _clean_into(errors, pipeline)
     if errors:
         raise ValidationError(errors)
 
@@ -224,11 +229,7 @@ def _step_validate(step: Step) -> None:
     problems = rules_problems(step.rules)
     if problems:
         errors["rules"] = problems
-    try:
-        step.full_clean(exclude=["position"])
-    except ValidationError as exc:
-        for field, messages in exc.message_dict.items():
-            errors.setdefault(field, []).extend(messages)
+    _clean_into(errors, step, exclude=["position"])
     if errors:
         raise ValidationError(errors)
 

@@ -9,12 +9,12 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from controlplane.access import role_required
+from controlplane.forms import copy_errors
 from controlplane.htmx import redirect_after_post
 from controlplane.roles import Role
 from pipelines.forms import AiModelForm, ProviderForm
 from pipelines.selectors import provider_get, provider_list
 from pipelines.services import configuration as config
-from pipelines.views.configuration import copy_errors
 
 
 @require_http_methods(["GET", "POST"])

@@ -13,6 +13,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from controlplane.access import role_required
+from controlplane.forms import copy_errors
 from controlplane.htmx import redirect_after_post
 from controlplane.roles import Role
 from pipelines.forms import (
@@ -35,15 +36,6 @@ from pipelines.selectors import (
 )
 from pipelines.services import configuration as config
 from pipelines.services.trial import step_try
-
-
-def copy_errors(form, exc: ValidationError) -> None:
-    """Put a service's ValidationError on the form, by field where the form has that field."""
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
 
 
 @require_http_methods(["GET", "POST"])

@@ -11,12 +11,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import reswap, retarget
 
 from controlplane.access import role_required
+from controlplane.forms import copy_errors
 from controlplane.htmx import redirect_after_post
 from controlplane.params import parse_id
 from controlplane.roles import Role
 from pipelines.selectors import example_list, step_get_for_user
 from pipelines.services.examples import MAX_UPLOAD_BYTES, example_delete, example_import_start
-from pipelines.views.configuration import copy_errors
 
 PAGE = 50
 
