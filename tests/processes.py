@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -78,3 +79,28 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+class WorkerCluster:
+    """A real `manage.py qcluster` on the test's database, for a `with` block. After the block
+    it has stopped (SIGTERM, as a supervisor would) and `output`/`returncode` tell how."""
+
+    def __init__(self) -> None:
+        self.output = ""
+        self.returncode: int | None = None
+
+    def __enter__(self) -> WorkerCluster:
+        self._process = subprocess.Popen(
+            [*MANAGE, "qcluster"],
+            env=env_for_test_database(),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._process.send_signal(signal.SIGTERM)
+        self.output, _ = self._process.communicate(timeout=30)
+        self.returncode = self._process.returncode

@@ -264,26 +264,16 @@ def test_backoff_grows_is_capped_and_honours_retry_after(attempt):
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_runs_items_submitted_over_the_api(operator, acme, acme_step):
     import json
-    import signal
-    import subprocess
 
     from django.test import Client as HttpClient
 
     from controlplane.services import api_key_create
-    from tests.processes import MANAGE, ROOT, env_for_test_database, wait_until
+    from tests.processes import WorkerCluster, wait_until
 
     simulated_route(acme_step, operator)
     config.step_update(step=acme_step, actor=operator, confidence_threshold="0")
     key = api_key_create(client=acme, name="t", actor=operator)[1]
-    cluster = subprocess.Popen(
-        [*MANAGE, "qcluster"],
-        env=env_for_test_database(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with WorkerCluster() as cluster:
         response = HttpClient(headers={"Authorization": f"Bearer {key}"}).post(
             "/api/v1/pipelines/triage/items",
             data=json.dumps({"items": [{"data": {"text": f"t{n}"}} for n in range(20)]}),
@@ -293,10 +283,7 @@ def test_a_real_worker_runs_items_submitted_over_the_api(operator, acme, acme_st
         done = wait_until(
             lambda: Item.objects.filter(status=Item.Status.ACCEPTED).count() == 20, timeout=60
         )
-    finally:
-        cluster.send_signal(signal.SIGTERM)
-        output, _ = cluster.communicate(timeout=30)
-    assert done, output
+    assert done, cluster.output
     item = Item.objects.first()
     read = HttpClient(headers={"Authorization": f"Bearer {key}"}).get(f"/api/v1/items/{item.pk}")
     body = read.json()

@@ -147,30 +147,16 @@ def test_import_examples_command_names_an_unknown_step(acme_step, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_imports_an_upload(operator, acme_step):
-    import signal
-    import subprocess
-
-    from tests.processes import MANAGE, ROOT, env_for_test_database, wait_until
+    from tests.processes import WorkerCluster, wait_until
 
     upload(login(operator), acme_step, "t.csv", GOOD_CSV.encode())
     job = ExampleImport.objects.get()
-    cluster = subprocess.Popen(
-        [*MANAGE, "qcluster"],
-        env=env_for_test_database(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with WorkerCluster() as cluster:
         done = wait_until(
             lambda: ExampleImport.objects.get(pk=job.pk).status == ExampleImport.Status.DONE,
             timeout=60,
         )
-    finally:
-        cluster.send_signal(signal.SIGTERM)
-        output, _ = cluster.communicate(timeout=30)
-    assert done, output
+    assert done, cluster.output
     assert Example.objects.filter(step=acme_step).count() == 3
 
 

@@ -13,8 +13,8 @@ from controlplane.models import WorkerHeartbeat
 from tests.processes import (
     MANAGE,
     ROOT,
+    WorkerCluster,
     embedded_env,
-    env_for_test_database,
     free_port,
     manage,
     wait_for_http,
@@ -62,20 +62,9 @@ def test_serve_refuses_a_bad_port_with_a_clear_message(tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_the_worker_cluster_runs_queued_tasks_on_the_configured_broker():
     async_task("controlplane.tasks.heartbeat_task")
-    cluster = subprocess.Popen(
-        [*MANAGE, "qcluster"],
-        env=env_for_test_database(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with WorkerCluster() as cluster:
         ran = wait_until(lambda: WorkerHeartbeat.objects.exists(), timeout=60)
-    finally:
-        cluster.send_signal(signal.SIGTERM)
-        output, _ = cluster.communicate(timeout=30)
-    assert ran, output
+    assert ran, cluster.output
     beat = WorkerHeartbeat.objects.get()
     assert beat.cluster == "sluice"
-    assert cluster.returncode == 0, output
+    assert cluster.returncode == 0, cluster.output

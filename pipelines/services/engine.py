@@ -8,7 +8,6 @@ loses nothing, because `items_sweep` returns items whose lease expired.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from collections.abc import Sequence
@@ -32,13 +31,13 @@ from pipelines.providers import (
     ProcessingError,
     ProviderError,
     ProviderLimitError,
-    ProviderSettings,
     TransientError,
     cost_of,
     provider_for,
 )
 from pipelines.retry import retry_delay
 from pipelines.route import route_candidates
+from pipelines.services.calls import provider_settings, run_sync
 from pipelines.services.delivery import deliveries_open
 from pipelines.signals import item_held
 from pipelines.templating import PromptTemplateError, render_prompt
@@ -222,18 +221,6 @@ def _plan(items: Sequence[Item]) -> list[Work]:
     return plans
 
 
-def _settings_of(model: AiModel) -> ProviderSettings:
-    provider = model.provider
-    return ProviderSettings(
-        kind=provider.kind,
-        base_url=provider.base_url,
-        api_key_env=provider.api_key_env,
-        timeout_seconds=float(provider.timeout_seconds),
-        max_concurrency=provider.max_concurrency,
-        simulation=provider.simulation,
-    )
-
-
 def _local_models(plans: Sequence[Work]) -> dict[int, bytes | ConfigurationError]:
     """Trained local models of the steps that route to a local provider (ORM work: done before
     the event loop starts)."""
@@ -268,7 +255,7 @@ async def _call_all(plans: Sequence[Work], local: dict[int, bytes | Configuratio
                 model_bytes = trained
             providers[key] = provider_for(
                 kind=model.provider.kind,
-                settings=_settings_of(model),
+                settings=provider_settings(model.provider),
                 local_model_bytes=model_bytes,
             )
         return providers[key]
@@ -307,15 +294,7 @@ async def _call_all(plans: Sequence[Work], local: dict[int, bytes | Configuratio
 
 
 def _run_calls(plans: Sequence[Work]) -> None:
-    local = _local_models(plans)
-    coroutine = _call_all(plans, local)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(coroutine)
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coroutine).result()
+    run_sync(_call_all(plans, _local_models(plans)))
 
 
 # --- Writing outcomes -------------------------------------------------------------------------
@@ -361,7 +340,7 @@ def _cost(work: Work) -> Decimal:
     )
 
 
-def _decide(work: Work, now, steps_count: dict[int, int]) -> Outcome:
+def _decide(work: Work, steps_count: dict[int, int]) -> Outcome:
     item, step = work.item, work.step
     detail = _call_detail(work)
     error = work.error
@@ -417,7 +396,7 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
     changed: list[Item] = []
     for work in plans:
         item = work.item
-        outcome = _decide(work, now, steps_count)
+        outcome = _decide(work, steps_count)
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         result = work.result
         if result is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pipelines.providers import (
 )
 from pipelines.route import route_candidates
 from pipelines.schemas import schema_errors
+from pipelines.services.calls import provider_settings, run_sync
 from pipelines.services.local_model import local_model_bytes
 from pipelines.templating import PromptTemplateError, render_prompt
 
@@ -84,14 +84,7 @@ def step_try(
         )
     model = candidates[0].model
     provider = model.provider
-    settings = ProviderSettings(
-        kind=provider.kind,
-        base_url=provider.base_url,
-        api_key_env=provider.api_key_env,
-        timeout_seconds=float(provider.timeout_seconds),
-        max_concurrency=provider.max_concurrency,
-        simulation=provider.simulation,
-    )
+    settings = provider_settings(provider)
     request = CallRequest(
         prompt=prompt,
         model=model.name,
@@ -103,7 +96,7 @@ def step_try(
     label = str(model)
     try:
         model_bytes = local_model_bytes(step=step) if provider.kind == "local" else None
-        result = _run(_call_once(settings, model_bytes, request))
+        result = run_sync(_call_once(settings, model_bytes, request))
     except ProviderError as exc:
         return Trial(
             rendered_prompt=prompt, model=label, error=str(exc), error_class=str(exc.error_class)
@@ -139,17 +132,6 @@ def step_try(
         ),
         latency_ms=result.latency_ms,
     )
-
-
-def _run(coroutine):
-    """Run a coroutine to completion from sync code, also when this thread already runs an
-    event loop (then in a thread of its own, since a loop cannot be re-entered)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _call_once(settings: ProviderSettings, model_bytes: bytes | None, request: CallRequest):

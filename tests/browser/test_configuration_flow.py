@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-
 import pytest
 
 from tests.browser.test_personas import sign_in
-from tests.processes import MANAGE, ROOT, env_for_test_database
+from tests.processes import WorkerCluster
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -29,16 +26,8 @@ EXAMPLES = (
 
 @pytest.fixture
 def worker():
-    cluster = subprocess.Popen(
-        [*MANAGE, "qcluster"],
-        env=env_for_test_database(),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    yield cluster
-    cluster.send_signal(signal.SIGTERM)
-    cluster.wait(timeout=30)
+    with WorkerCluster() as cluster:
+        yield cluster
 
 
 def test_an_operator_builds_a_pipeline_publishes_and_rolls_back(
