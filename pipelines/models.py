@@ -117,6 +117,9 @@ class Item(models.Model):
     result = models.JSONField(null=True, blank=True)
     confidence = models.FloatField(null=True, blank=True)
     hold_reason = models.TextField(blank=True)
+    # Step slug -> prompt version number this item runs instead of the production label
+    # (a re-drive against another version). Steps not named here follow their label.
+    prompt_pins = models.JSONField(default=dict, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))

@@ -22,7 +22,15 @@ from django.utils import timezone
 
 from controlplane.services import audit_record
 from pipelines.gate import GateVerdict, gate_evaluate, input_text
-from pipelines.models import AiModel, Item, LedgerEvent, Pipeline, PromptLabel, Step
+from pipelines.models import (
+    AiModel,
+    Item,
+    LedgerEvent,
+    Pipeline,
+    PromptLabel,
+    PromptVersion,
+    Step,
+)
 from pipelines.providers import (
     CallRequest,
     CallResult,
@@ -169,6 +177,24 @@ def _steps_by_pipeline(items: Sequence[Item]) -> dict[int, list[Step]]:
     return steps
 
 
+def _pinned_versions(
+    items: Sequence[Item], steps: dict[int, list[Step]]
+) -> dict[tuple[int, int], PromptVersion]:
+    """The prompt versions items are pinned to (a re-drive against another version)."""
+    wanted: dict[int, set[int]] = {}
+    for item in items:
+        for step in steps.get(item.pipeline_id, []):
+            number = item.prompt_pins.get(step.slug)
+            if isinstance(number, int):
+                wanted.setdefault(step.pk, set()).add(number)
+    if not wanted:
+        return {}
+    condition = Q()
+    for step_id, numbers in wanted.items():
+        condition |= Q(step_id=step_id, number__in=numbers)
+    return {(v.step_id, v.number): v for v in PromptVersion.objects.filter(condition)}
+
+
 def _plan(items: Sequence[Item]) -> list[Work]:
     steps = _steps_by_pipeline(items)
     labels = {
@@ -178,6 +204,7 @@ def _plan(items: Sequence[Item]) -> list[Work]:
             name=PromptLabel.Name.PRODUCTION,
         ).select_related("version")
     }
+    pinned = _pinned_versions(items, steps)
     plans = []
     for item in items:
         work = Work(item=item)
@@ -190,7 +217,16 @@ def _plan(items: Sequence[Item]) -> list[Work]:
             continue
         step = pipeline_steps[item.step_position - 1]
         work.step = step
-        version = labels.get(step.pk)
+        pin = item.prompt_pins.get(step.slug)
+        if pin is not None:
+            version = pinned.get((step.pk, pin))
+            if version is None:
+                work.error = InputError(
+                    f'Step "{step.name}" has no prompt version {pin} to run this item against.'
+                )
+                continue
+        else:
+            version = labels.get(step.pk)
         if version is None:
             work.error = ConfigurationError(f'Step "{step.name}" has no production prompt.')
             continue
