@@ -21,6 +21,14 @@ class Client(models.Model):
         default=60_000,
         help_text="Items this client may submit per minute over the API; more get 429.",
     )
+    monthly_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Spend per calendar month (UTC) on all this client's pipelines before new "
+        "work is held; empty for no limit. A warning is recorded at 80%.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -50,14 +50,13 @@ class Pipeline(models.Model):
         decimal_places=2,
         null=True,
         blank=True,
-        help_text="Spend per day before new work is held; empty for no limit. "
-        "Recorded now; holding work at the budget comes with budgets in the engine.",
+        help_text="Spend per day (UTC) before new work is held; empty for no limit. "
+        "A warning is recorded at 80%.",
     )
     concurrency_limit = models.PositiveIntegerField(
         default=32,
         validators=[MinValueValidator(1)],
-        help_text="Items of this pipeline running at once, across all workers. "
-        "Recorded now; not yet enforced by the engine.",
+        help_text="Items of this pipeline running at once, across all workers.",
     )
     dedup_window_seconds = models.PositiveIntegerField(
         default=86400,
@@ -198,20 +197,17 @@ class Provider(models.Model):
     max_concurrency = models.PositiveIntegerField(default=16, validators=[MinValueValidator(1)])
     rate_limit_per_minute = models.PositiveIntegerField(
         default=0,
-        help_text="Requests per minute across all workers; 0 for no limit. "
-        "Recorded now; not yet enforced by the engine.",
+        help_text="Requests per minute across all workers; 0 for no limit.",
     )
     breaker_failure_threshold = models.PositiveIntegerField(
         default=5,
         validators=[MinValueValidator(1)],
-        help_text="Consecutive failures that open the circuit breaker "
-        "(the breaker is not built yet).",
+        help_text="Consecutive failures that open the circuit breaker.",
     )
     breaker_reset_seconds = models.PositiveIntegerField(
         default=30,
         validators=[MinValueValidator(1)],
-        help_text="Seconds the breaker stays open before a probe call "
-        "(the breaker is not built yet).",
+        help_text="Seconds the breaker stays open before a probe call.",
     )
     # Simulated providers: latency distribution, failure rate per error class, token counts.
     simulation = models.JSONField(default=dict, blank=True)
@@ -417,10 +413,10 @@ class Example(models.Model):
         return f"example {self.pk} of {self.step}"
 
 
-class ExampleImport(models.Model):
-    """An uploaded file of labeled examples, imported in the background with its progress.
-
-    The file is kept in the row until the import ends, so any worker host can read it."""
+class FileImport(models.Model):
+    """An uploaded file read in the background with its progress: what example imports and
+    item uploads share. The file is kept in the row until the import ends, so any worker host
+    can read it."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -428,7 +424,6 @@ class ExampleImport(models.Model):
         DONE = "done"
         FAILED = "failed"
 
-    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="example_imports")
     filename = models.CharField(max_length=255)
     content = models.BinaryField(editable=False)
     size = models.PositiveBigIntegerField()
@@ -446,16 +441,43 @@ class ExampleImport(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-id"]
-
-    def __str__(self) -> str:
-        return f"{self.filename} → {self.step}"
 
     @property
     def percent(self) -> int:
         if self.status == self.Status.DONE:
             return 100
         return min(99, int(100 * self.bytes_done / self.size)) if self.size else 0
+
+
+class ExampleImport(FileImport):
+    """An uploaded file of labeled examples for a step."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="example_imports")
+
+    class Meta(FileImport.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"{self.filename} → {self.step}"
+
+
+class ItemUpload(FileImport):
+    """An uploaded file of items (CSV or JSONL) submitted to a pipeline in the background.
+
+    `accepted` counts queued items; duplicates and quarantined items are counted apart, and
+    `rejected` counts rows that could not be read as an item at all."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="uploads")
+    deduplicated = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
+
+    class Meta(FileImport.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"{self.filename} → {self.pipeline}"
 
 
 class IdempotencyKey(models.Model):
@@ -503,3 +525,63 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery of item {self.item_id}"
+
+
+class BreakerEvent(models.Model):
+    """A change of a provider's circuit breaker (closed, open, half-open), kept as history.
+
+    The breaker's live state is shared by all workers through the cache; this is its record."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open", "half-open"
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="breaker_events")
+    at = models.DateTimeField(auto_now_add=True)
+    from_state = models.CharField(max_length=10, choices=State.choices)
+    to_state = models.CharField(max_length=10, choices=State.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    # Consecutive failures counted when the breaker changed.
+    failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["provider", "-at"], name="breaker_event_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.from_state} → {self.to_state}"
+
+
+class Rollup(models.Model):
+    """Per pipeline and minute: what the engine did, added to in one statement per batch, so
+    budgets, dashboards and reports never count the item table."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="rollups")
+    minute = models.DateTimeField()
+    ingested = models.PositiveIntegerField(default=0)
+    # Model calls made, and what they ended in.
+    calls = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    held_for_review = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
+    dead_lettered = models.PositiveIntegerField(default=0)
+    failed_transient = models.PositiveIntegerField(default=0)
+    failed_processing = models.PositiveIntegerField(default=0)
+    failed_system = models.PositiveIntegerField(default=0)
+    failed_provider_limit = models.PositiveIntegerField(default=0)
+    cache_hits = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal("0"))
+    cost_saved = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal("0"))
+
+    class Meta:
+        ordering = ["pipeline", "minute"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "minute"], name="rollup_pipeline_minute")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline} @ {self.minute:%Y-%m-%d %H:%M}"

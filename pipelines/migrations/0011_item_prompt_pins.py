@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('pipelines', '0010_deliveries'),
+        ("pipelines", "0010_deliveries"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='item',
-            name='prompt_pins',
+            model_name="item",
+            name="prompt_pins",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]
