@@ -4,15 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('controlplane', '0004_webhooks'),
+        ("controlplane", "0004_webhooks"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='client',
-            name='monthly_budget',
-            field=models.DecimalField(blank=True, decimal_places=2, help_text="Spend per calendar month (UTC) on all this client's pipelines before new work is held; empty for no limit. A warning is recorded at 80%.", max_digits=12, null=True),
+            model_name="client",
+            name="monthly_budget",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=2,
+                help_text="Spend per calendar month (UTC) on all this client's pipelines before new work is held; empty for no limit. A warning is recorded at 80%.",
+                max_digits=12,
+                null=True,
+            ),
         ),
     ]
