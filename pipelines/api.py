@@ -1,5 +1,6 @@
-"""The public REST API of items: submit, read, list. Every object is scoped to the client of
-the API key; another client's pipeline or item is a 404, the same as one that does not exist."""
+"""The public REST API of items (submit, read, list) and of dead letters (list, read an item's
+ledger, re-drive). Every object is scoped to the client of the API key; another client's
+pipeline or item is a 404, the same as one that does not exist."""
 
 from __future__ import annotations
 
@@ -8,20 +9,29 @@ import hashlib
 import json
 import math
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Field, Header, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, StrictBool, StrictInt, field_validator
 
 from controlplane.api_auth import ApiKeyAuth
 from pipelines.gate import public_error_message
-from pipelines.models import IdempotencyKey, Item, Pipeline
+from pipelines.models import IdempotencyKey, Item, Pipeline, Step
 from pipelines.services.ingest import items_submit
+from pipelines.services.redrive import (
+    REDRIVABLE,
+    REDRIVE_LIMIT,
+    DryRun,
+    dead_letter_filter,
+    items_redrive,
+    items_redrive_dry_run,
+)
 
 router = Router(auth=ApiKeyAuth(), tags=["items"])
 
@@ -335,6 +345,24 @@ class ItemFilters(Schema):
     limit: int = Field(100, ge=1, le=1000)
 
 
+def _cursor_page(items, *, cursor: str | None, limit: int) -> tuple[list, str | None]:
+    """One page of `items` in id order after the opaque `cursor`, and the next page's cursor
+    (None on the last page). Keyset pagination: no count, no offset."""
+    if cursor:
+        try:
+            after = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(
+                422, "invalid", "The cursor is not one this API gave.", field="cursor"
+            ) from None
+        items = items.filter(pk__gt=after)
+    page = list(items.order_by("id")[: limit + 1])
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    return page, base64.urlsafe_b64encode(str(page[-1].pk).encode()).decode()
+
+
 @router.get("/items", response={200: ItemPageOut, 422: ErrorOut}, summary="List items")
 def item_list(request: HttpRequest, filters: Query[ItemFilters]):
     """Oldest first, by cursor: a page never counts the table, and new items never shift it."""
@@ -352,16 +380,300 @@ def item_list(request: HttpRequest, filters: Query[ItemFilters]):
         items = items.filter(status=filters.status)
     if filters.since:
         items = items.filter(created_at__gte=filters.since)
-    if filters.cursor:
-        try:
-            after = int(base64.urlsafe_b64decode(filters.cursor.encode()).decode())
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(
-                422, "invalid", "The cursor is not one this API gave.", field="cursor"
-            ) from None
-        items = items.filter(pk__gt=after)
-    page = list(items.order_by("id")[: filters.limit + 1])
-    more = len(page) > filters.limit
-    page = page[: filters.limit]
-    cursor = base64.urlsafe_b64encode(str(page[-1].pk).encode()).decode() if more and page else None
+    page, cursor = _cursor_page(items, cursor=filters.cursor, limit=filters.limit)
     return {"items": [_item_out(item) for item in page], "next_cursor": cursor}
+
+
+# --- Dead letters -------------------------------------------------------------------------------
+
+ERROR_CLASSES = ("transient", "system", "processing", "input", "provider_limit")
+MAX_ID = 2**63 - 1
+# Ledger details an integrator may read; the rest (hosts, workers, raw provider errors) stays
+# with the operator, as on the item page.
+PUBLIC_LEDGER_DETAIL = (
+    "step",
+    "attempt",
+    "prompt_version",
+    "model",
+    "fallbacks_tried",
+    "confidence",
+    "verdict",
+    "error_class",
+    "retry_in_seconds",
+    "max_attempts",
+    "next_step",
+    "reason",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "latency_ms",
+    "simulated",
+)
+
+
+class DeadLetterFilters(Schema):
+    status: Literal["dead_lettered", "rejected"] = Field(
+        "dead_lettered", description="Dead letters (the default) or rejected items."
+    )
+    pipeline: str | None = Field(None, description="A pipeline's slug.")
+    step: str | None = Field(
+        None, max_length=60, description="Position (1, 2, …) or slug of the step they stopped at."
+    )
+    error_class: str | None = Field(None, description=f"One of {', '.join(ERROR_CLASSES)}.")
+    since: datetime | None = Field(None, description="Ended at or after this time.")
+    until: datetime | None = Field(None, description="Ended before this time.")
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class DeadLetterOut(ItemOut):
+    step_slug: str | None = Field(description="Slug of the step the item stopped at.")
+    prompt_pins: dict[str, int] = Field(
+        description="Step slug to the prompt version a re-drive pinned the item to."
+    )
+
+
+class DeadLetterPageOut(Schema):
+    items: list[DeadLetterOut]
+    next_cursor: str | None
+
+
+class LedgerEventOut(Schema):
+    at: datetime
+    from_status: str | None = Field(description="None for the item's first event.")
+    to_status: str
+    by: str = Field(description="sluice (the engine), operator, or api:<key prefix>.")
+    detail: dict[str, Any] = Field(
+        description="Step, attempt, prompt version, model, verdict, error class and message, "
+        "tokens, cost and latency, where they apply."
+    )
+
+
+class LedgerOut(Schema):
+    item_id: int
+    events: list[LedgerEventOut]
+
+
+class RedriveIn(Strict):
+    ids: list[Annotated[StrictInt, Field(ge=1, le=MAX_ID)]] = Field(
+        ..., min_length=1, max_length=REDRIVE_LIMIT, description="1 to 1000 item ids."
+    )
+    prompt_version: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="Run the step the items stopped at with this prompt version instead of its "
+        "production label; all items must be at the same step.",
+    )
+    dry_run: StrictBool = Field(
+        description="true: try a sample of up to 5 and write nothing; false: queue them."
+    )
+
+
+class SkippedOut(Schema):
+    id: int
+    reason: str = Field(description="not_found, or not_redrivable (with the item's status).")
+    status: str | None = None
+
+
+class DryRunItemOut(Schema):
+    id: int
+    outcome: str = Field(description="accepted, in_review, rejected or error.")
+    prompt_version: int | None
+    model: str | None
+    simulated: bool
+    output: dict[str, Any] | None
+    confidence: float | None
+    reasons: list[str] = Field(description="Why the gate would hold it.")
+    error: ItemErrorOut | None
+
+
+class DryRunOut(Schema):
+    dry_run: bool = True
+    sample: list[DryRunItemOut]
+    redrivable: int = Field(description="How many of the ids a re-drive would queue.")
+    skipped: list[SkippedOut]
+
+
+class RedriveOut(Schema):
+    queued: int
+    ids: list[int]
+    prompt_version: int | None
+    skipped: list[SkippedOut]
+
+
+def _dead_letter_out(item: Item, slugs: dict[tuple[int, int], str]) -> dict[str, Any]:
+    return {
+        **_item_out(item),
+        "step_slug": slugs.get((item.pipeline_id, item.step_position)),
+        "prompt_pins": {k: v for k, v in (item.prompt_pins or {}).items() if isinstance(v, int)},
+    }
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and timezone.is_naive(moment):
+        return timezone.make_aware(moment, timezone.get_default_timezone())
+    return moment
+
+
+@router.get(
+    "/dead-letters",
+    response={200: DeadLetterPageOut, 422: ErrorOut},
+    summary="List dead letters",
+    tags=["dead letters"],
+)
+def dead_letter_list(request: HttpRequest, filters: Query[DeadLetterFilters]):
+    """The client's items that failed for good (or were rejected), oldest first, by cursor;
+    filter by pipeline, step, error class and when they ended."""
+    items = Item.objects.select_related("pipeline").filter(pipeline__client=request.auth.client)
+    if filters.pipeline:
+        items = items.filter(pipeline__slug=filters.pipeline)
+    if filters.error_class and filters.error_class not in ERROR_CLASSES:
+        raise ApiError(
+            422,
+            "invalid",
+            f"Unknown error class; use one of {', '.join(ERROR_CLASSES)}.",
+            field="error_class",
+        )
+    step = (filters.step or "").strip()
+    if step.isdigit() and not 1 <= int(step) <= 32767:
+        raise ApiError(422, "invalid", "A step position is a number from 1.", field="step")
+    since, until = _aware(filters.since), _aware(filters.until)
+    if since and until and until <= since:
+        raise ApiError(422, "invalid", "until must be after since.", field="until")
+    items = dead_letter_filter(
+        items,
+        status=filters.status,
+        error_class=filters.error_class or "",
+        step=step,
+        since=since,
+        until=until,
+    )
+    page, cursor = _cursor_page(items, cursor=filters.cursor, limit=filters.limit)
+    slugs = {
+        (s.pipeline_id, s.position): s.slug
+        for s in Step.objects.filter(pipeline_id__in={item.pipeline_id for item in page})
+    }
+    return {"items": [_dead_letter_out(item, slugs) for item in page], "next_cursor": cursor}
+
+
+def _public_actor(actor: str) -> str:
+    if actor.startswith("api:"):
+        return actor
+    if actor.startswith("user:"):
+        return "operator"
+    return "sluice"
+
+
+def _public_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    public = {key: detail[key] for key in PUBLIC_LEDGER_DETAIL if key in detail}
+    if detail.get("error_class"):
+        public["error"] = public_error_message(detail["error_class"], str(detail.get("error", "")))
+    return public
+
+
+@router.get(
+    "/items/{item_id}/ledger",
+    response={200: LedgerOut, 404: ErrorOut, 422: ErrorOut},
+    summary="An item's ledger",
+    tags=["dead letters"],
+)
+def item_ledger(request: HttpRequest, item_id: int):
+    """Every state change of the item, oldest first: what ran, with which prompt version and
+    model, what the gate said, and each error."""
+    item = Item.objects.filter(pk=item_id, pipeline__client=request.auth.client).first()
+    if item is None:
+        raise ApiError(404, "not_found", f"No item {item_id} for this API key.", field="item_id")
+    events = [
+        {
+            "at": event.at,
+            "from_status": event.from_status or None,
+            "to_status": event.to_status,
+            "by": _public_actor(event.actor),
+            "detail": _public_detail(event.detail or {}),
+        }
+        for event in item.ledger.order_by("at", "id")
+    ]
+    return {"item_id": item.pk, "events": events}
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    if hasattr(exc, "error_dict"):
+        field, errors = next(iter(exc.error_dict.items()))
+        first = errors[0]
+        message = " ".join(ValidationError(first).messages)
+        return ApiError(422, first.code or "invalid", message, field=field)
+    return ApiError(422, exc.code or "invalid", " ".join(exc.messages))
+
+
+@router.post(
+    "/dead-letters/redrive",
+    response={200: DryRunOut, 202: RedriveOut, 422: ErrorOut},
+    summary="Re-drive dead letters (or dry-run a sample)",
+    tags=["dead letters"],
+)
+def dead_letter_redrive(request: HttpRequest, payload: RedriveIn):
+    """Queue the client's dead-lettered or rejected items again from the step they stopped at,
+    optionally pinned to another prompt version of that step. With `dry_run` a sample of up to
+    5 runs once as it would now and nothing is written. Ids of other items are skipped."""
+    wanted = list(dict.fromkeys(payload.ids))
+    found = {
+        item.pk: item
+        for item in Item.objects.select_related("pipeline").filter(
+            pk__in=wanted, pipeline__client=request.auth.client
+        )
+    }
+    redrivable = [found[pk] for pk in wanted if pk in found and found[pk].status in REDRIVABLE]
+    skipped: list[dict[str, Any]] = []
+    for pk in wanted:
+        if pk not in found:
+            skipped.append({"id": pk, "reason": "not_found"})
+        elif found[pk].status not in REDRIVABLE:
+            skipped.append({"id": pk, "reason": "not_redrivable", "status": found[pk].status})
+    try:
+        if payload.dry_run:
+            runs = items_redrive_dry_run(items=redrivable, prompt_version=payload.prompt_version)
+            return {
+                "dry_run": True,
+                "sample": [_dry_run_out(run) for run in runs],
+                "redrivable": len(redrivable),
+                "skipped": skipped,
+            }
+        done = items_redrive(
+            items=redrivable,
+            actor=None,
+            actor_label=f"api:{request.auth.prefix}",
+            prompt_version=payload.prompt_version,
+            client=request.auth.client,
+        )
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    # Items that changed status between the read above and the re-drive's lock.
+    skipped.extend({"id": pk, "reason": "not_redrivable"} for pk in done.skipped)
+    answer = {
+        "queued": len(done.queued),
+        "ids": done.queued,
+        "prompt_version": done.prompt_version,
+        "skipped": skipped,
+    }
+    return Status(202, answer)
+
+
+def _dry_run_out(run: DryRun) -> dict[str, Any]:
+    trial = run.trial
+    return {
+        "id": run.item.pk,
+        "outcome": run.outcome,
+        "prompt_version": run.prompt_version,
+        "model": trial.model or None,
+        "simulated": trial.simulated,
+        "output": trial.output if isinstance(trial.output, dict) else None,
+        "confidence": trial.confidence,
+        "reasons": list(trial.verdict.reasons) if trial.verdict else [],
+        "error": {
+            "error_class": trial.error_class,
+            "message": public_error_message(trial.error_class, trial.error),
+        }
+        if trial.error
+        else None,
+    }
