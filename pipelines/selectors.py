@@ -6,7 +6,16 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from controlplane.selectors import client_list_for_user
-from pipelines.models import AiModel, Example, Item, Pipeline, PromptVersion, Provider, Step
+from pipelines.models import (
+    AiModel,
+    Example,
+    Item,
+    ItemUpload,
+    Pipeline,
+    PromptVersion,
+    Provider,
+    Step,
+)
 
 
 def pipeline_list_for_user(*, user) -> QuerySet[Pipeline]:
@@ -98,6 +107,19 @@ def example_list(
     if before is not None:
         examples = examples.filter(pk__lt=before)
     return examples[:limit]
+
+
+def item_upload_list(*, pipeline: Pipeline, limit: int = 5) -> QuerySet[ItemUpload]:
+    """A pipeline's latest uploads, newest first, without their files."""
+    return pipeline.uploads.defer("content").select_related("created_by").order_by("-id")[:limit]
+
+
+def item_upload_get(*, pipeline: Pipeline, pk: int) -> ItemUpload:
+    """One upload of the pipeline, without its file; 404 for another pipeline's."""
+    try:
+        return pipeline.uploads.defer("content").select_related("created_by").get(pk=pk)
+    except ItemUpload.DoesNotExist:
+        raise Http404("No such upload") from None
 
 
 def sample_data(*, step: Step) -> dict:

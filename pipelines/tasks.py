@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipelines.services.examples import example_import_run
+from pipelines.services.uploads import item_upload_run
 
 
 def example_import_task(import_id: int) -> str:
@@ -10,6 +11,16 @@ def example_import_task(import_id: int) -> str:
     if job is None:
         return "already taken"
     return f"{job.status}: {job.accepted} accepted, {job.rejected} rejected"
+
+
+def item_upload_task(upload_id: int) -> str:
+    upload = item_upload_run(upload_id=upload_id)
+    if upload is None:
+        return "already taken"
+    return (
+        f"{upload.status}: {upload.accepted} queued, {upload.deduplicated} duplicates, "
+        f"{upload.quarantined} quarantined, {upload.rejected} rejected"
+    )
 
 
 def engine_drain_task() -> str:

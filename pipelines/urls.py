@@ -10,6 +10,7 @@ from pipelines.views import (
     examples,
     items,
     threshold,
+    uploads,
 )
 
 urlpatterns = [
@@ -23,6 +24,16 @@ urlpatterns = [
     ),
     path(
         "pipelines/<slug:client_slug>/<slug:slug>/", items.pipeline_detail, name="pipeline-detail"
+    ),
+    path(
+        "pipelines/<slug:client_slug>/<slug:slug>/upload/",
+        uploads.pipeline_upload,
+        name="pipeline-upload",
+    ),
+    path(
+        "pipelines/<slug:client_slug>/<slug:slug>/uploads/<int:pk>/",
+        uploads.pipeline_upload_status,
+        name="pipeline-upload-status",
     ),
     path(
         "pipelines/<slug:client_slug>/<slug:slug>/settings/",
@@ -55,4 +66,9 @@ urlpatterns = [
     path("dead-letters/", dead_letters.dead_letter_list, name="dead-letter-list"),
     path("providers/", catalogue.provider_list_view, name="provider-list"),
     path("providers/<int:pk>/", catalogue.provider_detail, name="provider-detail"),
+    path(
+        "providers/<int:pk>/breaker/reset/",
+        catalogue.provider_breaker_reset,
+        name="provider-breaker-reset",
+    ),
 ]

@@ -100,6 +100,15 @@ def example_import(acme_step, operator):
 
 
 @pytest.fixture
+def item_upload(acme_pipeline, operator):
+    from pipelines.models import ItemUpload
+
+    return ItemUpload.objects.create(
+        pipeline=acme_pipeline, filename="items.csv", content=b"", size=0, created_by=operator
+    )
+
+
+@pytest.fixture
 def world(
     acme_item,
     globex_item,
@@ -111,10 +120,12 @@ def world(
     acme_step,
     provider,
     example_import,
+    item_upload,
 ):
     """Everything at once, keyed by persona name."""
     return {
         "example_import": example_import,
+        "item_upload": item_upload,
         "acme_step": acme_step,
         "provider": provider,
         "operator": operator,

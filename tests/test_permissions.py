@@ -70,6 +70,28 @@ MATRIX = {
             "no_role": 403,
         },
     ),
+    "pipeline-upload": (
+        lambda w: reverse("pipeline-upload", args=["acme", "triage"]),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 200,
+            "client_b": 404,
+            "no_role": 403,
+        },
+    ),
+    "pipeline-upload-status": (
+        lambda w: reverse("pipeline-upload-status", args=["acme", "triage", w["item_upload"].pk]),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 200,
+            "client_b": 404,
+            "no_role": 403,
+        },
+    ),
     "pipeline-create": (lambda w: reverse("pipeline-create"), OPERATOR_ONLY),
     "pipeline-import": (lambda w: reverse("pipeline-import"), OPERATOR_ONLY),
     "pipeline-export": (
@@ -113,6 +135,11 @@ MATRIX = {
     "provider-detail": (
         lambda w: reverse("provider-detail", args=[w["provider"].pk]),
         OPERATOR_ONLY,
+    ),
+    # POST only (closing a breaker); see tests/test_breaker.py for who may.
+    "provider-breaker-reset": (
+        lambda w: reverse("provider-breaker-reset", args=[w["provider"].pk]),
+        dict.fromkeys(PERSONAS, 405),
     ),
     "audit-list": (lambda w: reverse("audit-list"), OPERATOR_ONLY),
     "dead-letter-list": (lambda w: reverse("dead-letter-list"), OPERATOR_ONLY),

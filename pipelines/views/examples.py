@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget
 
 from controlplane.access import role_required
-from controlplane.forms import copy_errors
 from controlplane.htmx import redirect_after_post
 from controlplane.params import parse_id
 from controlplane.roles import Role
 from pipelines.selectors import example_list, step_get_for_user
-from pipelines.services.examples import MAX_UPLOAD_BYTES, example_delete, example_import_start
+from pipelines.services.examples import example_delete, example_import_start
+from pipelines.views.files import upload_start
 
 PAGE = 50
 
@@ -31,16 +30,13 @@ def example_list_view(request: HttpRequest, pk: int) -> HttpResponse:
     step = step_get_for_user(user=request.user, pk=pk)
     form = ExampleUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        try:
-            if upload.size > MAX_UPLOAD_BYTES:
-                raise ValidationError({"file": ["The file is larger than 50 MB."]})
-            job = example_import_start(
-                step=step, filename=upload.name, content=upload.read(), actor=request.user
-            )
-        except ValidationError as exc:
-            copy_errors(form, exc)
-        else:
+        job = upload_start(
+            form,
+            lambda name, content: example_import_start(
+                step=step, filename=name, content=content, actor=request.user
+            ),
+        )
+        if job is not None:
             if request.htmx:
                 return render(
                     request, "pipelines/partials/example_import.html", {"step": step, "job": job}
