@@ -182,6 +182,8 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "sluice_cache",
+            # Culling at the default 300 entries would drop live breaker and rate-limit state.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -203,6 +205,9 @@ Q_CLUSTER = {
     "label": "Task queue",
     "log_level": "INFO" if DEBUG else "WARNING",
 }
+# Drains started by one wake-up: one per worker process of a cluster by default; with several
+# worker hosts, set it to the number of worker processes of all of them.
+SLUICE_ENGINE_DRAINS = envint("SLUICE_ENGINE_DRAINS", Q_CLUSTER["workers"], minimum=1, maximum=256)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:

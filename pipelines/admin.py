@@ -5,16 +5,19 @@ from django.contrib import admin
 from controlplane.admin_base import EmergencyOnlyAdmin, EmergencyOnlyInline
 from pipelines.models import (
     AiModel,
+    BreakerEvent,
     Delivery,
     Example,
     ExampleImport,
     IdempotencyKey,
     Item,
+    ItemUpload,
     LedgerEvent,
     Pipeline,
     PromptLabel,
     PromptVersion,
     Provider,
+    Rollup,
     RouteEntry,
     Step,
 )
@@ -163,3 +166,38 @@ class DeliveryAdmin(EmergencyOnlyAdmin):
     list_display = ["item", "url", "status", "attempts", "next_attempt_at", "delivered_at"]
     list_filter = ["status"]
     show_full_result_count = False
+
+
+@admin.register(ItemUpload)
+class ItemUploadAdmin(EmergencyOnlyAdmin):
+    list_display = ["filename", "pipeline", "status", "accepted", "rejected", "created_at"]
+    list_filter = ["status"]
+    exclude = ["content"]
+    readonly_fields = [
+        "pipeline",
+        "filename",
+        "size",
+        "status",
+        "bytes_done",
+        "accepted",
+        "deduplicated",
+        "quarantined",
+        "rejected",
+        "rejected_rows",
+        "error",
+        "created_by",
+        "finished_at",
+    ]
+
+
+@admin.register(BreakerEvent)
+class BreakerEventAdmin(EmergencyOnlyAdmin):
+    list_display = ["provider", "at", "from_state", "to_state", "failures", "reason"]
+    list_filter = ["to_state", "provider"]
+
+
+@admin.register(Rollup)
+class RollupAdmin(EmergencyOnlyAdmin):
+    list_display = ["pipeline", "minute", "ingested", "accepted", "calls", "cost"]
+    list_filter = ["pipeline"]
+    date_hierarchy = "minute"

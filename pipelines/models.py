@@ -129,10 +129,11 @@ class Item(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["pipeline", "status"], name="item_pipeline_status"),
             models.Index(fields=["pipeline", "-created_at"], name="item_pipeline_recent"),
             models.Index(fields=["pipeline", "content_hash"], name="item_pipeline_content"),
-            models.Index(fields=["status", "-priority", "id"], name="item_claim_order"),
+            # Claiming reads each pipeline's queue in priority order and its due retries.
+            models.Index(fields=["pipeline", "status", "-priority", "id"], name="item_claim_order"),
+            models.Index(fields=["pipeline", "status", "next_attempt_at"], name="item_retry_due"),
             models.Index(fields=["status", "lease_expires_at"], name="item_lease"),
             # Item pages and the API list by id, newest or oldest first, with or without status.
             models.Index(fields=["pipeline", "-id"], name="item_pipeline_id"),

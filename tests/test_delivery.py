@@ -111,7 +111,7 @@ def test_an_unreachable_endpoint_is_held_not_lost(operator, acme, acme_step):
     submit(acme_step.pipeline, "one")
     engine_run_batch(worker="w")
     assert deliveries_send() == {"delivered": 0, "held": 1}
-    assert "ConnectError" in Delivery.objects.get().last_error
+    assert "Connection refused" in Delivery.objects.get().last_error
 
 
 def test_items_of_a_client_without_a_webhook_end_accepted(operator, acme_step):

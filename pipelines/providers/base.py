@@ -78,9 +78,14 @@ class ProcessingError(ProviderError):
 
 
 class ProviderLimitError(ProviderError):
-    """Quota or budget exhausted at the provider: items wait or take the fallback model."""
+    """Quota or budget exhausted at the provider, its rate limit reached or its circuit breaker
+    open: items wait (`retry_after` seconds when known) or take the fallback model."""
 
     error_class = ErrorClass.PROVIDER_LIMIT
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigurationError(ProviderError):

@@ -12,18 +12,23 @@ import secrets
 import time
 from datetime import timedelta
 
-import httpx
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.bulk import rows_update
 from pipelines.gate import public_error_message
 from pipelines.models import Delivery, Item, LedgerEvent
+from pipelines.posting import Answer, Post, post_all
 from pipelines.retry import retry_delay
 
 TIMEOUT_SECONDS = 10
-LEASE_SECONDS = 60
+# Longer than a batch can take: ceil(BATCH_SIZE / CONCURRENCY) rounds of TIMEOUT_SECONDS.
+LEASE_SECONDS = 300
+BATCH_SIZE = 200
+# Requests in flight at once from one worker, over every endpoint.
+CONCURRENCY = 16
 # Held, not dropped: an endpoint that is down for hours gets the item when it is back.
 MAX_BACKOFF_SECONDS = 600
 SIGNATURE_HEADER = "X-Sluice-Signature"
@@ -61,7 +66,7 @@ def delivery_payload(item: Item) -> dict:
     }
 
 
-def deliveries_claim(*, limit: int = 50) -> list[Delivery]:
+def deliveries_claim(*, limit: int = BATCH_SIZE) -> list[Delivery]:
     """Take due deliveries under a short lease, so two workers never send the same one at once."""
     now = timezone.now()
     with transaction.atomic():
@@ -80,69 +85,96 @@ def deliveries_claim(*, limit: int = 50) -> list[Delivery]:
     return list(Delivery.objects.filter(pk__in=ids).select_related("item__pipeline__client"))
 
 
-def deliveries_send(*, limit: int = 50) -> dict[str, int]:
-    """Send one batch of due deliveries; returns how many were delivered and held."""
-    counts = {"delivered": 0, "held": 0}
+def deliveries_send(*, limit: int = BATCH_SIZE) -> dict[str, int]:
+    """Send one batch of due deliveries at once and record them together; returns how many
+    were delivered and held."""
     claimed = deliveries_claim(limit=limit)
     if not claimed:
-        return counts
-    with httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
-        for delivery in claimed:
-            item = delivery.item
-            body = json.dumps(delivery_payload(item), cls=DjangoJSONEncoder).encode()
-            secret = item.pipeline.client.webhook_secret
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": "Sluice-Webhook/1",
-                "X-Sluice-Delivery": str(delivery.pk),
-                "X-Sluice-Timestamp": str(int(time.time())),
-                SIGNATURE_HEADER: signature(secret=secret, body=body),
-            }
-            error, status_code = "", None
-            try:
-                response = client.post(delivery.url, content=body, headers=headers)
-                status_code = response.status_code
-                if not 200 <= status_code < 300:
-                    error = f"the endpoint answered {status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            _delivery_record(delivery=delivery, error=error, status_code=status_code)
-            counts["held" if error else "delivered"] += 1
-    return counts
+        return {"delivered": 0, "held": 0}
+    answers = post_all(
+        [Post(d.url, *_request(d)) for d in claimed],
+        timeout=TIMEOUT_SECONDS,
+        concurrency=CONCURRENCY,
+    )
+    _deliveries_record(claimed, answers)
+    held = sum(1 for answer in answers if answer.error)
+    return {"delivered": len(claimed) - held, "held": held}
+
+
+def _request(delivery: Delivery) -> tuple[bytes, dict[str, str]]:
+    item = delivery.item
+    body = json.dumps(delivery_payload(item), cls=DjangoJSONEncoder).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Sluice-Webhook/1",
+        "X-Sluice-Delivery": str(delivery.pk),
+        "X-Sluice-Timestamp": str(int(time.time())),
+        SIGNATURE_HEADER: signature(secret=item.pipeline.client.webhook_secret, body=body),
+    }
+    return body, headers
 
 
 @transaction.atomic
-def _delivery_record(*, delivery: Delivery, error: str, status_code: int | None) -> None:
+def _deliveries_record(deliveries: list[Delivery], answers: list[Answer]) -> None:
+    """Write a batch's outcomes: delivered ones with their item's ledger event, held ones with
+    their next attempt after a backoff."""
     now = timezone.now()
-    delivery.attempts += 1
-    delivery.response_status = status_code
-    delivery.lease_expires_at = None
-    if not error:
-        delivery.status = Delivery.Status.DELIVERED
-        delivery.delivered_at = now
-        delivery.last_error = ""
-        delivery.save()
-        item = Item.objects.select_for_update().get(pk=delivery.item_id)
-        # An accepted item ends delivered; a rejected one stays rejected, delivered as such.
-        to_status = Item.Status.DELIVERED if item.status == Item.Status.DELIVERING else item.status
-        LedgerEvent.objects.create(
-            item=item,
-            actor="delivery",
-            from_status=item.status,
-            to_status=to_status,
-            detail={
-                "delivered_to": delivery.url,
-                "response": status_code,
-                "attempt": delivery.attempts,
-            },
-        )
-        Item.objects.filter(pk=item.pk).update(status=to_status, updated_at=now)
+    done: list[Delivery] = []
+    for delivery, answer in zip(deliveries, answers, strict=True):
+        error = answer.error
+        delivery.attempts += 1
+        delivery.response_status = answer.status
+        delivery.lease_expires_at = None
+        delivery.last_error = error
+        if error:
+            delay = retry_delay(attempt=min(delivery.attempts, 20), cap=MAX_BACKOFF_SECONDS)
+            delivery.status = Delivery.Status.PENDING
+            delivery.next_attempt_at = now + timedelta(seconds=delay)
+        else:
+            delivery.status = Delivery.Status.DELIVERED
+            delivery.delivered_at = now
+            done.append(delivery)
+    rows_update(
+        deliveries,
+        [
+            "attempts",
+            "response_status",
+            "lease_expires_at",
+            "last_error",
+            "status",
+            "next_attempt_at",
+            "delivered_at",
+        ],
+    )
+    if not done:
         return
-    delay = retry_delay(attempt=min(delivery.attempts, 20), cap=MAX_BACKOFF_SECONDS)
-    delivery.status = Delivery.Status.PENDING
-    delivery.last_error = error
-    delivery.next_attempt_at = now + timedelta(seconds=delay)
-    delivery.save()
+    items = Item.objects.filter(pk__in=[d.item_id for d in done])
+    if connection.vendor == "postgresql":
+        items = items.select_for_update()
+    current = dict(items.values_list("id", "status"))
+    # An accepted item ends delivered; a rejected one stays rejected, delivered as such.
+    LedgerEvent.objects.bulk_create(
+        [
+            LedgerEvent(
+                item_id=d.item_id,
+                actor="delivery",
+                from_status=current[d.item_id],
+                to_status=Item.Status.DELIVERED
+                if current[d.item_id] == Item.Status.DELIVERING
+                else current[d.item_id],
+                detail={
+                    "delivered_to": d.url,
+                    "response": d.response_status,
+                    "attempt": d.attempts,
+                },
+            )
+            for d in done
+            if d.item_id in current
+        ]
+    )
+    Item.objects.filter(
+        pk__in=[pk for pk, status in current.items() if status == Item.Status.DELIVERING]
+    ).update(status=Item.Status.DELIVERED, updated_at=now)
 
 
 def deliveries_open(*, items: list[Item]) -> list[Delivery]:

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from controlplane.bulk import rows_update
 from controlplane.services import audit_record
 from pipelines.gate import GateVerdict, gate_evaluate, input_text
 from pipelines.models import (
@@ -45,14 +48,18 @@ from pipelines.providers import (
 )
 from pipelines.retry import retry_delay
 from pipelines.route import route_candidates
+from pipelines.services.breaker import breaker_allowances, breaker_record, breaker_states
+from pipelines.services.budgets import budget_holds
 from pipelines.services.calls import provider_settings, run_sync
 from pipelines.services.delivery import deliveries_open
+from pipelines.services.ratelimit import rate_grant
+from pipelines.services.rollups import rollups_add
 from pipelines.signals import item_held
 from pipelines.templating import PromptTemplateError, render_prompt
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 100
+BATCH_SIZE = 250
 # Longer than any provider timeout (they are capped at 600 s), so a live worker keeps its lease.
 LEASE_SECONDS = 900
 MAX_ATTEMPTS = 5
@@ -65,22 +72,32 @@ ENGINE = "engine"
 
 
 def items_claim(*, worker: str, limit: int = BATCH_SIZE) -> list[Item]:
-    """Take up to `limit` runnable items of active pipelines, highest priority first, under a
-    lease for `worker`. Two workers never take the same item."""
+    """Take up to `limit` runnable items under a lease for `worker`. Two workers never take the
+    same item. Fair between clients (the batch is shared out among the clients that have work,
+    then among each client's pipelines), in priority order within a pipeline (due retries
+    first: they have waited already), never more running items of a pipeline than its
+    concurrency limit, and nothing from a pipeline whose budget is spent."""
     now = timezone.now()
     with transaction.atomic():
-        runnable = Item.objects.filter(
-            Q(status=Item.Status.QUEUED)
-            | Q(status=Item.Status.WAITING_RETRY, next_attempt_at__lte=now),
-            pipeline__status=Pipeline.Status.ACTIVE,
-        ).order_by("-priority", "id")
-        if connection.vendor == "postgresql":
-            # SQLite takes the whole database's write lock at BEGIN IMMEDIATE instead.
-            runnable = runnable.select_for_update(skip_locked=True, of=("self",))
-        previous = dict(runnable.values_list("id", "status")[:limit])
-        ids = list(previous)
-        if not ids:
+        pipelines = list(
+            Pipeline.objects.filter(status=Pipeline.Status.ACTIVE).select_related("client")
+        )
+        if not pipelines:
             return []
+        held = budget_holds(pipelines, now=now)
+        pipelines = [p for p in pipelines if p.pk not in held]
+        running = dict(
+            Item.objects.filter(status=Item.Status.RUNNING, pipeline__in=pipelines)
+            .values_list("pipeline_id")
+            .annotate(n=Count("id"))
+        )
+        room = {p.pk: p.concurrency_limit - running.get(p.pk, 0) for p in pipelines}
+        previous = _fair_pick(
+            [p for p in pipelines if room[p.pk] > 0], room=room, limit=limit, now=now
+        )
+        if not previous:
+            return []
+        ids = list(previous)
         expires = now + timedelta(seconds=LEASE_SECONDS)
         Item.objects.filter(pk__in=ids).update(
             status=Item.Status.RUNNING,
@@ -103,6 +120,92 @@ def items_claim(*, worker: str, limit: int = BATCH_SIZE) -> list[Item]:
             ]
         )
     return items
+
+
+def _runnable(
+    pipeline_id: int, *, want: int, now: datetime, taken_before: Sequence[int] = ()
+) -> dict[int, str]:
+    """Up to `want` runnable items of one pipeline, locked against other workers: due retries
+    first, then queued items by priority. Two index range scans, never a sort of the queue.
+    `taken_before`: this claim's earlier picks, still queued until the claim writes them."""
+    taken: dict[int, str] = {}
+    for status, order in (
+        (Item.Status.WAITING_RETRY, ("next_attempt_at",)),
+        (Item.Status.QUEUED, ("-priority", "id")),
+    ):
+        if len(taken) >= want:
+            break
+        rows = Item.objects.filter(pipeline_id=pipeline_id, status=status)
+        if status == Item.Status.WAITING_RETRY:
+            rows = rows.filter(next_attempt_at__lte=now)
+        if taken_before:
+            rows = rows.exclude(pk__in=taken_before)
+        rows = rows.order_by(*order)
+        if connection.vendor == "postgresql":
+            # SQLite takes the whole database's write lock at BEGIN IMMEDIATE instead.
+            rows = rows.select_for_update(skip_locked=True)
+        taken.update(rows.values_list("id", "status")[: want - len(taken)])
+    return taken
+
+
+def _fair_pick(
+    pipelines: Sequence[Pipeline], *, room: dict[int, int], limit: int, now: datetime
+) -> dict[int, str]:
+    """Share `limit` out among clients, and each client's share among its pipelines, in rounds:
+    whoever takes less than offered is out of work, and the rest is offered again to the
+    others. Returns {item id: its status before the claim}."""
+    by_client: dict[int, list[Pipeline]] = {}
+    for pipeline in pipelines:
+        by_client.setdefault(pipeline.client_id, []).append(pipeline)
+    clients = list(by_client)
+    random.shuffle(clients)  # no client is always first to take the rounding's extra item
+    taken: dict[int, str] = {}
+    taken_from: dict[int, int] = {}  # item id -> pipeline id, across rounds
+    while len(taken) < limit and clients:
+        share = math.ceil((limit - len(taken)) / len(clients))
+        still_open = []
+        for client_id in clients:
+            want = min(share, limit - len(taken))
+            if want <= 0:
+                break
+            got = _pick_for_client(
+                by_client[client_id], room=room, want=want, now=now, taken_from=taken_from
+            )
+            taken.update(got)
+            if len(got) == want and by_client[client_id]:
+                still_open.append(client_id)
+        clients = still_open
+    return taken
+
+
+def _pick_for_client(
+    pipelines: list[Pipeline],
+    *,
+    room: dict[int, int],
+    want: int,
+    now: datetime,
+    taken_from: dict[int, int],
+) -> dict[int, str]:
+    """The same sharing among one client's pipelines; a pipeline that runs out of work or room
+    is dropped from `pipelines` so later rounds skip it. `taken_from` holds the claim's picks
+    so far ({item id: pipeline id}) and gains this call's."""
+    taken: dict[int, str] = {}
+    while len(taken) < want and pipelines:
+        share = math.ceil((want - len(taken)) / len(pipelines))
+        for pipeline in list(pipelines):
+            asked = min(share, want - len(taken), room[pipeline.pk])
+            if asked <= 0:
+                if room[pipeline.pk] <= 0:
+                    pipelines.remove(pipeline)
+                continue
+            before = [pk for pk, pid in taken_from.items() if pid == pipeline.pk]
+            got = _runnable(pipeline.pk, want=asked, now=now, taken_before=before)
+            taken.update(got)
+            taken_from.update(dict.fromkeys(got, pipeline.pk))
+            room[pipeline.pk] -= len(got)
+            if len(got) < asked or room[pipeline.pk] <= 0:
+                pipelines.remove(pipeline)
+    return taken
 
 
 def items_sweep() -> int:
@@ -163,6 +266,26 @@ class Work:
     model: AiModel | None = None
     error: ProviderError | None = None
     fallbacks_tried: list[str] = field(default_factory=list)
+    called: bool = False
+
+
+@dataclass
+class Admission:
+    """What a batch may send to each provider: calls left under its circuit breaker and rate
+    limit (None: no limit), why not when none are left, and what the calls answered."""
+
+    left: dict[int, int | None] = field(default_factory=dict)
+    refusals: dict[int, ProviderLimitError] = field(default_factory=dict)
+    outcomes: dict[int, list[bool]] = field(default_factory=dict)
+
+    def take(self, provider_id: int) -> ProviderLimitError | None:
+        left = self.left.get(provider_id)
+        if left is None:
+            return None
+        if left <= 0:
+            return self.refusals[provider_id]
+        self.left[provider_id] = left - 1
+        return None
 
 
 def _steps_by_pipeline(items: Sequence[Item]) -> dict[int, list[Step]]:
@@ -274,7 +397,53 @@ def _local_models(plans: Sequence[Work]) -> dict[int, bytes | ConfigurationError
     return found
 
 
-async def _call_all(plans: Sequence[Work], local: dict[int, bytes | ConfigurationError]) -> None:
+def _admission(plans: Sequence[Work]) -> Admission:
+    """Ask each provider's circuit breaker and rate limit how many calls this batch may make.
+    The rate limit is asked for the calls a provider is the first choice of; a fallback call
+    to a rate-limited provider that was not counted waits like any refused call."""
+    providers = {m.provider_id: m.provider for w in plans for m in w.candidates}
+    admission = Admission()
+    if not providers:
+        return admission
+    allowed = breaker_allowances(list(providers.values()))
+    views = None
+    for pid, provider in providers.items():
+        left = allowed.get(pid)
+        if left is not None:
+            # Half-open: this batch won the one probe call; the rest wait for its answer.
+            admission.refusals[pid] = ProviderLimitError(
+                f"The circuit breaker of {provider.name} is half-open: a probe call is under way.",
+                retry_after=5 + random.uniform(0, 5),
+            )
+        if left == 0:
+            views = views or breaker_states(list(providers.values()))
+            retry_in = max(1.0, views[pid].retry_in or provider.breaker_reset_seconds)
+            admission.refusals[pid] = ProviderLimitError(
+                f"The circuit breaker of {provider.name} is open.", retry_after=retry_in
+            )
+        elif provider.rate_limit_per_minute:
+            wanted = sum(1 for w in plans if w.request and w.candidates[0].provider_id == pid)
+            granted = rate_grant(provider=provider, wanted=wanted)
+            if left is None or granted < left:
+                left = granted
+                admission.refusals[pid] = ProviderLimitError(
+                    f"{provider.name} is at its rate limit of "
+                    f"{provider.rate_limit_per_minute} calls a minute.",
+                    retry_after=5 + random.uniform(0, 10),
+                )
+        admission.left[pid] = left
+    return admission
+
+
+# What the circuit breaker counts as the provider failing (it answered nothing useful).
+_BREAKER_FAILURES = (TransientError,)
+# Errors that say nothing about the provider's health.
+_BREAKER_NEUTRAL = (ProviderLimitError, ConfigurationError)
+
+
+async def _call_all(
+    plans: Sequence[Work], local: dict[int, bytes | ConfigurationError], admission: Admission
+) -> None:
     """Run every planned call at once; each provider's own semaphore bounds its concurrency."""
     providers: dict[tuple[int, int | None], Any] = {}
 
@@ -298,6 +467,11 @@ async def _call_all(plans: Sequence[Work], local: dict[int, bytes | Configuratio
 
     async def run(work: Work) -> None:
         for model in work.candidates:
+            refusal = admission.take(model.provider_id)
+            if refusal is not None:
+                work.model, work.error = model, refusal
+                work.fallbacks_tried.append(str(model))
+                continue
             request = CallRequest(
                 prompt=work.request.prompt,
                 model=model.name,
@@ -306,9 +480,12 @@ async def _call_all(plans: Sequence[Work], local: dict[int, bytes | Configuratio
                 output_schema=work.request.output_schema,
                 input_text=work.request.input_text,
             )
+            outcomes = admission.outcomes.setdefault(model.provider_id, [])
+            work.called = True
             try:
                 work.result = await provider_of(model, work.step).call(request)
                 work.model, work.error = model, None
+                outcomes.append(True)
                 return
             except ProviderLimitError as exc:
                 # The next model in the route is the fallback for an exhausted provider.
@@ -316,10 +493,13 @@ async def _call_all(plans: Sequence[Work], local: dict[int, bytes | Configuratio
                 work.fallbacks_tried.append(str(model))
             except ProviderError as exc:
                 work.model, work.error = model, exc
+                if not isinstance(exc, _BREAKER_NEUTRAL):
+                    outcomes.append(not isinstance(exc, _BREAKER_FAILURES))
                 return
             except Exception as exc:  # a provider bug must not lose the batch
                 logger.exception("provider call failed unexpectedly")
                 work.model, work.error = model, TransientError(f"unexpected error: {exc!r}")
+                outcomes.append(False)
                 return
 
     try:
@@ -330,7 +510,12 @@ async def _call_all(plans: Sequence[Work], local: dict[int, bytes | Configuratio
 
 
 def _run_calls(plans: Sequence[Work]) -> None:
-    run_sync(_call_all(plans, _local_models(plans)))
+    admission = _admission(plans)
+    try:
+        run_sync(_call_all(plans, _local_models(plans), admission))
+    finally:
+        # Outside the batch's write transaction: the breaker's state is not rolled back with it.
+        breaker_record({pid: found for pid, found in admission.outcomes.items() if found})
 
 
 # --- Writing outcomes -------------------------------------------------------------------------
@@ -406,7 +591,7 @@ def _decide(work: Work, steps_count: dict[int, int]) -> Outcome:
     if isinstance(error, ProcessingError):
         return Outcome(Item.Status.IN_REVIEW, detail)
     if isinstance(error, ProviderLimitError):
-        detail["retry_in_seconds"] = PROVIDER_LIMIT_WAIT_SECONDS
+        detail["retry_in_seconds"] = round(error.retry_after or PROVIDER_LIMIT_WAIT_SECONDS, 2)
         return Outcome(Item.Status.WAITING_RETRY, detail)
     if isinstance(error, ConfigurationError):
         # A system error is not the item's: it goes back to the queue and its pipeline pauses.
@@ -451,6 +636,7 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             }
             item.confidence = result.confidence
         item.status = outcome.status
+        item.updated_at = now
         item.lease_owner, item.lease_expires_at = "", None
         item.next_attempt_at = None
         item.error_class = outcome.detail.get("error_class", "")
@@ -520,7 +706,7 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             for pid, reason in paused.items()
             if any(item.pipeline_id == pid for item in changed)
         }
-        Item.objects.bulk_update(
+        rows_update(
             changed,
             [
                 "status",
@@ -543,6 +729,7 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             ],
         )
         LedgerEvent.objects.bulk_create(events)
+        rollups_add(_rollup_counts([w for w in plans if w.item.pk in still_ours]), at=now)
         deliveries_open(
             items=[i for i in changed if i.status in (Item.Status.DELIVERING, Item.Status.REJECTED)]
         )
@@ -550,6 +737,39 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             item_held.send(sender=Item, item=item, step=step, reason=reason)
         for pipeline_id, reason in paused.items():
             _pipeline_pause_for_system_error(pipeline_id=pipeline_id, reason=reason)
+    return counts
+
+
+_ROLLUP_STATUS = {
+    Item.Status.ACCEPTED: "accepted",
+    Item.Status.DELIVERING: "accepted",
+    Item.Status.IN_REVIEW: "held_for_review",
+    Item.Status.REJECTED: "rejected",
+    Item.Status.QUARANTINED: "quarantined",
+    Item.Status.DEAD_LETTERED: "dead_lettered",
+}
+
+
+def _rollup_counts(plans: Sequence[Work]) -> dict[int, dict[str, Any]]:
+    """What a batch adds to each pipeline's rollup for this minute."""
+    counts: dict[int, dict[str, Any]] = {}
+    for work in plans:
+        row = counts.setdefault(work.item.pipeline_id, {})
+
+        def add(counter: str, amount: Any = 1, row=row) -> None:
+            row[counter] = row.get(counter, 0) + amount
+
+        if work.called:
+            add("calls")
+        if work.item.status in _ROLLUP_STATUS:
+            add(_ROLLUP_STATUS[work.item.status])
+        # Input errors are counted as quarantined items.
+        if work.error is not None and work.error.error_class != "input":
+            add(f"failed_{work.error.error_class}")
+        if work.result is not None:
+            add("input_tokens", work.result.input_tokens)
+            add("output_tokens", work.result.output_tokens)
+            add("cost", _cost(work))
     return counts
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from pipelines.models import Item, LedgerEvent, Pipeline
 from pipelines.schemas import schema_errors
+from pipelines.services.rollups import rollups_add
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,22 @@ def content_hash(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def items_submit(
-    *, pipeline: Pipeline, entries: Sequence[Mapping[str, Any]], actor: str
-) -> list[IngestOutcome]:
-    """Accept a batch of items for a pipeline (each entry: data, optional external_id and
-    priority). A draft pipeline refuses them; a paused one holds them queued."""
+def pipeline_ingest_check(*, pipeline: Pipeline) -> None:
+    """Raise ValidationError (code pipeline_not_active) when the pipeline takes no items: a
+    draft. A paused pipeline takes them and holds them queued."""
     if pipeline.status == Pipeline.Status.DRAFT:
         raise ValidationError(
             "This pipeline is a draft and does not accept items yet: activate it first.",
             code="pipeline_not_active",
         )
+
+
+def items_submit(
+    *, pipeline: Pipeline, entries: Sequence[Mapping[str, Any]], actor: str
+) -> list[IngestOutcome]:
+    """Accept a batch of items for a pipeline (each entry: data, optional external_id and
+    priority). A draft pipeline refuses them; a paused one holds them queued."""
+    pipeline_ingest_check(pipeline=pipeline)
     # A concurrent request may insert the same external id between our check and our insert;
     # the unique constraint catches it and the second attempt sees that item as the original.
     for attempt in range(2):
@@ -61,13 +68,17 @@ def items_submit(
 
 
 def engine_wake() -> None:
-    """Ask a worker to drain the queue. At most one wake-up a second is enqueued, however many
-    requests arrive: a drain takes every runnable item, not just the ones that woke it."""
+    """Ask the workers to drain the queue: one drain per worker process, so that all of them
+    take batches at once. At most one wake-up a second, however many requests arrive: a drain
+    takes every runnable item, not just the ones that woke it, and a drain that finds nothing
+    ends at once."""
+    from django.conf import settings
     from django.core.cache import cache
     from django_q.tasks import async_task
 
     if cache.add("engine-wake", 1, timeout=1):
-        async_task("pipelines.tasks.engine_drain_task", task_name="engine-drain")
+        for _ in range(settings.SLUICE_ENGINE_DRAINS):
+            async_task("pipelines.tasks.engine_drain_task", task_name="engine-drain")
 
 
 def _submit(
@@ -154,6 +165,15 @@ def _submit(
             batch_content[p["hash"]] = index
 
     created = Item.objects.bulk_create(rows)
+    rollups_add(
+        {
+            pipeline.pk: {
+                "ingested": len(created),
+                "quarantined": sum(1 for i in created if i.status == Item.Status.QUARANTINED),
+            }
+        },
+        at=now,
+    )
     LedgerEvent.objects.bulk_create(
         [
             LedgerEvent(
