@@ -205,6 +205,9 @@ Q_CLUSTER = {
     "label": "Task queue",
     "log_level": "INFO" if DEBUG else "WARNING",
 }
+# How long a worker holds the items it claimed: longer than any provider timeout (at most 600 s),
+# so a live worker keeps its lease; a dead worker's items run again once it passes.
+SLUICE_LEASE_SECONDS = envint("SLUICE_LEASE_SECONDS", 900, minimum=2)
 # Drains started by one wake-up: one per worker process of a cluster by default; with several
 # worker hosts, set it to the number of worker processes of all of them.
 SLUICE_ENGINE_DRAINS = envint("SLUICE_ENGINE_DRAINS", Q_CLUSTER["workers"], minimum=1, maximum=256)

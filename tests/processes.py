@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -83,24 +84,38 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2) -> bool:
 
 class WorkerCluster:
     """A real `manage.py qcluster` on the test's database, for a `with` block. After the block
-    it has stopped (SIGTERM, as a supervisor would) and `output`/`returncode` tell how."""
+    it has stopped (SIGTERM, as a supervisor would) and `output`/`returncode` tell how. Its
+    output goes to a file, so a chatty cluster never blocks on a full pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, **env: str) -> None:
+        self.env = env
         self.output = ""
         self.returncode: int | None = None
 
     def __enter__(self) -> WorkerCluster:
+        self._log = tempfile.TemporaryFile(mode="w+")
         self._process = subprocess.Popen(
             [*MANAGE, "qcluster"],
-            env=env_for_test_database(),
+            env=env_for_test_database(**self.env),
             cwd=ROOT,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
         )
         return self
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def __exit__(self, *exc_info) -> None:
         self._process.send_signal(signal.SIGTERM)
-        self.output, _ = self._process.communicate(timeout=30)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
         self.returncode = self._process.returncode
+        self._log.seek(0)
+        self.output = self._log.read()[-20_000:]
+        self._log.close()

@@ -142,6 +142,35 @@ def test_the_provider_answers_with_the_label_and_its_probability(model_bytes):
     assert json.loads(result.raw)["probabilities"]["shipping"] == pytest.approx(result.confidence)
 
 
+def test_calls_made_together_are_predicted_in_one_batch_with_the_same_answers(
+    model_bytes, monkeypatch
+):
+    provider = local_provider(model_bytes)
+    batches: list[int] = []
+    predict = provider.model.probabilities_many
+
+    def counted(texts):
+        batches.append(len(texts))
+        return predict(texts)
+
+    monkeypatch.setattr(type(provider.model), "probabilities_many", lambda self, t: counted(t))
+    texts = [f"{word} question number {n}" for n in range(40) for word in ("refund", "parcel")]
+
+    async def all_at_once():
+        return await asyncio.gather(
+            *(
+                provider.call(CallRequest(prompt="", model="m", labels=(), input_text=t))
+                for t in texts
+            )
+        )
+
+    results = run(all_at_once())
+    assert batches == [80]
+    single = local_load(model_bytes)
+    for text, result in zip(texts, results, strict=True):
+        assert result.confidence == pytest.approx(max(single.probabilities(text).values()))
+
+
 def test_the_provider_only_answers_labels_the_step_still_has(model_bytes):
     provider = local_provider(model_bytes)
     text = "Urgent: tracking number issue, reply soon"

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -52,6 +53,7 @@ from pipelines.services.breaker import breaker_allowances, breaker_record, break
 from pipelines.services.budgets import budget_holds
 from pipelines.services.calls import provider_settings, run_sync
 from pipelines.services.delivery import deliveries_open
+from pipelines.services.ingest import engine_wake
 from pipelines.services.ratelimit import rate_grant
 from pipelines.services.rollups import rollups_add
 from pipelines.signals import item_held
@@ -60,8 +62,6 @@ from pipelines.templating import PromptTemplateError, render_prompt
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 250
-# Longer than any provider timeout (they are capped at 600 s), so a live worker keeps its lease.
-LEASE_SECONDS = 900
 MAX_ATTEMPTS = 5
 # Provider limits (quota, budget) are not the item's fault: it waits without using an attempt.
 PROVIDER_LIMIT_WAIT_SECONDS = 60
@@ -98,7 +98,7 @@ def items_claim(*, worker: str, limit: int = BATCH_SIZE) -> list[Item]:
         if not previous:
             return []
         ids = list(previous)
-        expires = now + timedelta(seconds=LEASE_SECONDS)
+        expires = now + timedelta(seconds=settings.SLUICE_LEASE_SECONDS)
         Item.objects.filter(pk__in=ids).update(
             status=Item.Status.RUNNING,
             lease_owner=worker[:120],
@@ -209,7 +209,8 @@ def _pick_for_client(
 
 
 def items_sweep() -> int:
-    """Return running items whose lease expired (their worker died) to the queue."""
+    """Return running items whose lease expired (their worker died) to the queue, and wake the
+    workers to run them."""
     now = timezone.now()
     with transaction.atomic():
         expired = Item.objects.filter(status=Item.Status.RUNNING, lease_expires_at__lt=now)
@@ -246,6 +247,8 @@ def items_sweep() -> int:
                 for pk in found
             ]
         )
+        if retried:
+            transaction.on_commit(engine_wake)
     return len(found)
 
 
