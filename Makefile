@@ -21,6 +21,8 @@ help:
 	@echo "make format    format the code with ruff"
 	@echo "make migrate   apply database migrations"
 	@echo "make services  install and start PostgreSQL and Redis on 127.0.0.1 (Debian, as root)"
+	@echo "make bench     measure throughput and write docs/benchmarks.md (PostgreSQL + Redis when"
+	@echo "               DATABASE_URL and REDIS_URL are set, and embedded SQLite)"
 	@echo "make clean     remove the virtual environment and local data (var/)"
 
 check-python:
@@ -68,6 +70,9 @@ format: $(VENV)/.installed-dev
 
 services:
 	bash .ci/services.sh
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -81,6 +81,7 @@ def _step_export(step: Step) -> dict[str, Any]:
         "confidence_threshold": _decimal_text(step, "confidence_threshold"),
         "rules": step.rules,
         "on_gate_failure": step.on_gate_failure,
+        "result_cache_seconds": step.result_cache_seconds,
         "route": route_describe(step.route.all()),
         "prompts": [
             {
@@ -225,6 +226,7 @@ _STEP_KEYS = {
     "confidence_threshold": _Key("decimal"),
     "rules": _Key("list"),
     "on_gate_failure": _Key("text"),
+    "result_cache_seconds": _Key("integer"),
     "route": _Key("list"),
     "prompts": _Key("list", required=True),
     "prompt_labels": _Key("mapping", required=True),

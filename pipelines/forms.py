@@ -90,6 +90,7 @@ class StepForm(forms.ModelForm):
             "confidence_threshold",
             "rules",
             "on_gate_failure",
+            "result_cache_seconds",
         ]
         widgets = {"confidence_threshold": forms.NumberInput(attrs={"step": "0.01"})}
 

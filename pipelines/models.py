@@ -292,6 +292,13 @@ class Step(models.Model):
     on_gate_failure = models.CharField(
         max_length=10, choices=OnGateFailure.choices, default=OnGateFailure.REVIEW
     )
+    result_cache_seconds = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(30 * 86400)],
+        help_text="Reuse a model's answer to the same prompt version, model, parameters and "
+        "input for this many seconds, at no cost; 0 turns the cache off. Leave it off for "
+        "prompts that should answer differently each time.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

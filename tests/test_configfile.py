@@ -115,6 +115,7 @@ def test_an_export_holds_settings_steps_routes_every_prompt_version_and_labels(t
         "confidence_threshold",
         "rules",
         "on_gate_failure",
+        "result_cache_seconds",
         "route",
         "prompts",
         "prompt_labels",
@@ -357,6 +358,7 @@ def test_an_edited_export_changes_only_what_was_edited_through_the_services(tria
             "confidence_threshold": "0.700",
             "rules": [],
             "on_gate_failure": "reject",
+            "result_cache_seconds": 600,
             "route": [
                 {"model": "Local/tfidf-logreg", "min_input_chars": None, "min_priority": None}
             ],

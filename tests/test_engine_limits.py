@@ -253,3 +253,60 @@ def test_rollups_add_up_and_refuse_unknown_counters(acme_pipeline):
     assert row.accepted == 5 and row.cost == Decimal("0.75")
     with pytest.raises(ValueError, match="unknown rollup counters"):
         rollups_add({acme_pipeline.pk: {"nonsense": 1}}, at=at)
+
+
+# --- Result cache ----------------------------------------------------------------------------
+
+
+def test_a_steps_result_cache_answers_the_same_input_again_at_no_cost(operator, acme_step):
+    simulated_route(acme_step, operator, confidence={"alpha": 50, "beta": 1})
+    config.step_update(
+        step=acme_step, actor=operator, confidence_threshold="0", result_cache_seconds=3600
+    )
+    [first] = submit(acme_step.pipeline, "the same words")
+    engine_run_batch(worker=WORKER)
+    first.refresh_from_db()
+    assert first.cost > 0
+    config.pipeline_update(pipeline=acme_step.pipeline, actor=operator, dedup_window_seconds=0)
+    acme_step.pipeline.refresh_from_db()
+    [again] = submit(acme_step.pipeline, "the same words")
+    [other] = submit(acme_step.pipeline, "other words")
+    engine_run_batch(worker=WORKER)
+    again.refresh_from_db()
+    other.refresh_from_db()
+    assert again.status == Item.Status.ACCEPTED
+    assert again.result == first.result and again.confidence == first.confidence
+    assert again.cost == 0 and again.input_tokens == 0
+    detail = again.ledger.order_by("id").last().detail
+    assert detail["cache_hit"] is True
+    assert Decimal(detail["cost_saved"]) == first.cost
+    assert other.cost > 0 and "cache_hit" not in other.ledger.order_by("id").last().detail
+    row = Rollup.objects.get(pipeline=acme_step.pipeline)
+    assert row.cache_hits == 1 and row.cost_saved == first.cost
+    assert row.calls == 2
+
+
+def test_a_new_prompt_version_does_not_reuse_the_old_versions_answers(operator, acme_step):
+    simulated_route(acme_step, operator, confidence={"alpha": 50, "beta": 1})
+    config.step_update(
+        step=acme_step, actor=operator, confidence_threshold="0", result_cache_seconds=3600
+    )
+    config.pipeline_update(pipeline=acme_step.pipeline, actor=operator, dedup_window_seconds=0)
+    acme_step.pipeline.refresh_from_db()
+    submit(acme_step.pipeline, "same")
+    engine_run_batch(worker=WORKER)
+    v2 = config.prompt_version_create(step=acme_step, template="New: {{ text }}", actor=operator)
+    config.prompt_label_move(step=acme_step, label="production", version=v2, actor=operator)
+    [item] = submit(acme_step.pipeline, "same")
+    engine_run_batch(worker=WORKER)
+    assert "cache_hit" not in item.ledger.order_by("id").last().detail
+
+
+def test_without_a_cache_time_every_item_is_called(operator, acme_step):
+    simulated_route(acme_step, operator)
+    config.step_update(step=acme_step, actor=operator, confidence_threshold="0")
+    config.pipeline_update(pipeline=acme_step.pipeline, actor=operator, dedup_window_seconds=0)
+    acme_step.pipeline.refresh_from_db()
+    submit(acme_step.pipeline, "same", "same")
+    engine_run_batch(worker=WORKER)
+    assert Rollup.objects.get().calls == 2 and Rollup.objects.get().cache_hits == 0

@@ -51,6 +51,7 @@ STEP_FIELDS = (
     "confidence_threshold",
     "rules",
     "on_gate_failure",
+    "result_cache_seconds",
 )
 PROVIDER_FIELDS = (
     "name",

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -47,6 +48,7 @@ from pipelines.providers import (
     cost_of,
     provider_for,
 )
+from pipelines.result_cache import result_key
 from pipelines.retry import retry_delay
 from pipelines.route import route_candidates
 from pipelines.services.breaker import breaker_allowances, breaker_record, breaker_states
@@ -262,6 +264,7 @@ class Work:
     item: Item
     step: Step | None = None
     version_number: int | None = None
+    version_id: int | None = None
     candidates: list[AiModel] = field(default_factory=list)
     request: CallRequest | None = None
     # Filled by the call.
@@ -270,6 +273,9 @@ class Work:
     error: ProviderError | None = None
     fallbacks_tried: list[str] = field(default_factory=list)
     called: bool = False
+    # The result cache: the key of this call's answer, and whether it came from there.
+    cache_key: str | None = None
+    cache_hit: bool = False
 
 
 @dataclass
@@ -357,6 +363,7 @@ def _plan(items: Sequence[Item]) -> list[Work]:
             work.error = ConfigurationError(f'Step "{step.name}" has no production prompt.')
             continue
         work.version_number = version.number
+        work.version_id = version.pk
         try:
             prompt = render_prompt(template=version.template, data=item.data)
         except PromptTemplateError as exc:
@@ -513,12 +520,58 @@ async def _call_all(
 
 
 def _run_calls(plans: Sequence[Work]) -> None:
-    admission = _admission(plans)
+    _cache_lookup(plans)
+    to_call = [work for work in plans if not work.cache_hit]
+    admission = _admission(to_call)
     try:
-        run_sync(_call_all(plans, _local_models(plans), admission))
+        run_sync(_call_all(to_call, _local_models(to_call), admission))
     finally:
         # Outside the batch's write transaction: the breaker's state is not rolled back with it.
         breaker_record({pid: found for pid, found in admission.outcomes.items() if found})
+    _cache_store(to_call)
+
+
+def _cache_lookup(plans: Sequence[Work]) -> None:
+    """Answer from the result cache the calls of steps that keep one: the first-choice model's
+    earlier answer to the same prompt version, parameters and input (one cache read for the
+    batch). A hit costs nothing; the cost it saved is counted."""
+    for work in plans:
+        if work.request is not None and work.step.result_cache_seconds and work.candidates:
+            work.cache_key = result_key(
+                version_id=work.version_id, model_id=work.candidates[0].pk, request=work.request
+            )
+    keys = [work.cache_key for work in plans if work.cache_key]
+    if not keys:
+        return
+    found = cache.get_many(keys)
+    for work in plans:
+        hit = found.get(work.cache_key) if work.cache_key else None
+        if hit is None:
+            continue
+        work.result = CallResult(latency_ms=0.0, **hit)
+        work.model = work.candidates[0]
+        work.cache_hit = True
+
+
+def _cache_store(plans: Sequence[Work]) -> None:
+    """Keep the first-choice model's good answers for their step's cache time."""
+    by_timeout: dict[int, dict[str, dict[str, Any]]] = {}
+    for work in plans:
+        if (
+            work.cache_key
+            and work.result is not None
+            and work.error is None
+            and work.model == work.candidates[0]
+        ):
+            by_timeout.setdefault(work.step.result_cache_seconds, {})[work.cache_key] = {
+                "output": work.result.output,
+                "confidence": work.result.confidence,
+                "input_tokens": work.result.input_tokens,
+                "output_tokens": work.result.output_tokens,
+                "simulated": work.result.simulated,
+            }
+    for timeout, values in by_timeout.items():
+        cache.set_many(values, timeout=timeout)
 
 
 # --- Writing outcomes -------------------------------------------------------------------------
@@ -542,6 +595,9 @@ def _call_detail(work: Work) -> dict[str, Any]:
         detail["model"] = str(work.model)
     if work.fallbacks_tried:
         detail["fallbacks_tried"] = work.fallbacks_tried
+    if work.cache_hit:
+        detail["cache_hit"] = True
+        detail["cost_saved"] = str(_call_price(work))
     if work.result is not None:
         detail.update(
             input_tokens=work.result.input_tokens,
@@ -554,6 +610,13 @@ def _call_detail(work: Work) -> dict[str, Any]:
 
 
 def _cost(work: Work) -> Decimal:
+    """What the call cost: nothing when the result cache answered it."""
+    if work.cache_hit:
+        return Decimal("0")
+    return _call_price(work)
+
+
+def _call_price(work: Work) -> Decimal:
     if work.result is None or work.model is None:
         return Decimal("0")
     return cost_of(
@@ -624,9 +687,10 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         result = work.result
         if result is not None:
-            item.input_tokens += result.input_tokens
-            item.output_tokens += result.output_tokens
-            item.cost += _cost(work)
+            if not work.cache_hit:  # an answer from the cache used no tokens
+                item.input_tokens += result.input_tokens
+                item.output_tokens += result.output_tokens
+                item.cost += _cost(work)
             item.outputs = {
                 **item.outputs,
                 work.step.slug: {
@@ -769,7 +833,10 @@ def _rollup_counts(plans: Sequence[Work]) -> dict[int, dict[str, Any]]:
         # Input errors are counted as quarantined items.
         if work.error is not None and work.error.error_class != "input":
             add(f"failed_{work.error.error_class}")
-        if work.result is not None:
+        if work.cache_hit:
+            add("cache_hits")
+            add("cost_saved", _call_price(work))
+        elif work.result is not None:
             add("input_tokens", work.result.input_tokens)
             add("output_tokens", work.result.output_tokens)
             add("cost", _cost(work))
