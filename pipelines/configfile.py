@@ -81,6 +81,7 @@ def _step_export(step: Step) -> dict[str, Any]:
         "confidence_threshold": _decimal_text(step, "confidence_threshold"),
         "rules": step.rules,
         "on_gate_failure": step.on_gate_failure,
+        "audit_rate": _decimal_text(step, "audit_rate"),
         "result_cache_seconds": step.result_cache_seconds,
         "route": route_describe(step.route.all()),
         "prompts": [
@@ -120,6 +121,7 @@ def pipeline_export(*, pipeline: Pipeline) -> dict:
             "latency_target_seconds": pipeline.latency_target_seconds,
             "daily_budget": _decimal_text(pipeline, "daily_budget"),
             "concurrency_limit": pipeline.concurrency_limit,
+            "review_sla_seconds": pipeline.review_sla_seconds,
             "dedup_window_seconds": pipeline.dedup_window_seconds,
         },
         "steps": [_step_export(step) for step in steps],
@@ -215,6 +217,7 @@ _PIPELINE_KEYS = {
     "latency_target_seconds": _Key("integer"),
     "daily_budget": _Key("decimal", nullable=True),
     "concurrency_limit": _Key("integer"),
+    "review_sla_seconds": _Key("integer"),
     "dedup_window_seconds": _Key("integer"),
 }
 _STEP_KEYS = {
@@ -226,6 +229,7 @@ _STEP_KEYS = {
     "confidence_threshold": _Key("decimal"),
     "rules": _Key("list"),
     "on_gate_failure": _Key("text"),
+    "audit_rate": _Key("decimal"),
     "result_cache_seconds": _Key("integer"),
     "route": _Key("list"),
     "prompts": _Key("list", required=True),

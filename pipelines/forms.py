@@ -38,6 +38,7 @@ class PipelineSettingsForm(forms.ModelForm):
             "latency_target_seconds",
             "daily_budget",
             "concurrency_limit",
+            "review_sla_seconds",
             "dedup_window_seconds",
         ]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
@@ -90,6 +91,7 @@ class StepForm(forms.ModelForm):
             "confidence_threshold",
             "rules",
             "on_gate_failure",
+            "audit_rate",
             "result_cache_seconds",
         ]
         widgets = {"confidence_threshold": forms.NumberInput(attrs={"step": "0.01"})}

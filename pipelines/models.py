@@ -58,6 +58,11 @@ class Pipeline(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Items of this pipeline running at once, across all workers.",
     )
+    review_sla_seconds = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(60)],
+        help_text="Seconds a held item may wait for a person before its review is overdue.",
+    )
     dedup_window_seconds = models.PositiveIntegerField(
         default=86400,
         help_text="An item with the same data as one received this recently is a duplicate; "
@@ -291,6 +296,14 @@ class Step(models.Model):
     rules = models.JSONField(default=list, blank=True)
     on_gate_failure = models.CharField(
         max_length=10, choices=OnGateFailure.choices, default=OnGateFailure.REVIEW
+    )
+    audit_rate = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="Share of the outputs the gate accepts that a person also labels blind "
+        "(without seeing the model's answer), to measure the true error rate; 0 to 1.",
     )
     result_cache_seconds = models.PositiveIntegerField(
         default=0,

@@ -1,13 +1,40 @@
 """The engine's extension points. Layers above `pipelines` listen here; `pipelines` never
-imports them.
+imports them. Each is sent once per batch, inside the engine's transaction, so a receiver that
+writes (opens review tasks) does so in that same transaction and in few statements.
 
-item_held: sent inside the engine's transaction when the gate holds an item for a person.
-    Arguments: item (the Item, status in_review), step (the Step), reason (str).
-    A receiver that opens a review task does so in that same transaction.
+items_held: the gate held items for a person.
+    Argument: held, a list of Held(item, step, reason); each item's status is in_review.
+
+items_sampled_for_audit: the gate accepted items and a share of them (the step's audit rate)
+    was drawn for a blind audit: a person labels them without seeing the model's answer, which
+    measures the true error rate of what is accepted without review. The items go on as usual.
+    Argument: sampled, a list of Sampled(item, step, output).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 from django.dispatch import Signal
 
-item_held = Signal()
+if TYPE_CHECKING:
+    from pipelines.models import Item, Step
+
+
+@dataclass(frozen=True)
+class Held:
+    item: Item
+    step: Step
+    reason: str
+
+
+@dataclass(frozen=True)
+class Sampled:
+    item: Item
+    step: Step
+    output: Any
+
+
+items_held = Signal()
+items_sampled_for_audit = Signal()

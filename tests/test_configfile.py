@@ -104,6 +104,7 @@ def test_an_export_holds_settings_steps_routes_every_prompt_version_and_labels(t
         "latency_target_seconds": 300,
         "daily_budget": "25.00",
         "concurrency_limit": 32,
+        "review_sla_seconds": 3600,
         "dedup_window_seconds": 86400,
     }
     topic, summary = doc["steps"]
@@ -115,6 +116,7 @@ def test_an_export_holds_settings_steps_routes_every_prompt_version_and_labels(t
         "confidence_threshold",
         "rules",
         "on_gate_failure",
+        "audit_rate",
         "result_cache_seconds",
         "route",
         "prompts",
@@ -358,6 +360,7 @@ def test_an_edited_export_changes_only_what_was_edited_through_the_services(tria
             "confidence_threshold": "0.700",
             "rules": [],
             "on_gate_failure": "reject",
+            "audit_rate": "0.050",
             "result_cache_seconds": 600,
             "route": [
                 {"model": "Local/tfidf-logreg", "min_input_chars": None, "min_priority": None}

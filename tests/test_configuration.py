@@ -31,6 +31,7 @@ def test_an_operator_creates_a_pipeline_as_a_draft(operator, acme):
             "latency_target_seconds": 120,
             "daily_budget": "25.00",
             "concurrency_limit": 8,
+            "review_sla_seconds": 1800,
             "dedup_window_seconds": 3600,
         },
     )
@@ -54,6 +55,7 @@ def test_an_invalid_input_schema_is_refused_with_its_path(operator, acme):
             "default_priority": 5,
             "latency_target_seconds": 60,
             "concurrency_limit": 1,
+            "review_sla_seconds": 3600,
             "dedup_window_seconds": 0,
         },
     )

@@ -20,7 +20,7 @@ from pipelines.services.engine import (
     items_sweep,
 )
 from pipelines.services.ingest import items_submit
-from pipelines.signals import item_held
+from pipelines.signals import items_held
 from tests.test_threshold_tool import add_examples
 
 WORKER = "worker:test"
@@ -76,15 +76,15 @@ def test_a_low_confidence_item_is_held_for_review_with_the_reason(operator, acme
     simulated_route(acme_step, operator, confidence={"alpha": 1, "beta": 50})
     received = []
 
-    def on_held(sender, item, step, reason, **kwargs):
-        received.append((item.pk, step.slug, reason))
+    def on_held(sender, held, **kwargs):
+        received.extend((h.item.pk, h.step.slug, h.reason) for h in held)
 
-    item_held.connect(on_held)
+    items_held.connect(on_held)
     try:
         [item] = submit(acme_step.pipeline, "hello")
         engine_run_batch(worker=WORKER)
     finally:
-        item_held.disconnect(on_held)
+        items_held.disconnect(on_held)
     item.refresh_from_db()
     assert item.status == Item.Status.IN_REVIEW
     assert item.hold_reason.startswith("low confidence 0.")

@@ -310,3 +310,45 @@ def test_without_a_cache_time_every_item_is_called(operator, acme_step):
     submit(acme_step.pipeline, "same", "same")
     engine_run_batch(worker=WORKER)
     assert Rollup.objects.get().calls == 2 and Rollup.objects.get().cache_hits == 0
+
+
+# --- Blind audit sampling --------------------------------------------------------------------
+
+
+def test_a_share_of_accepted_outputs_is_sampled_for_blind_audit(operator, acme_step):
+    from pipelines.signals import items_sampled_for_audit
+
+    simulated_route(acme_step, operator, confidence={"alpha": 50, "beta": 1})
+    config.step_update(step=acme_step, actor=operator, confidence_threshold="0", audit_rate="1")
+    sampled = []
+
+    def on_sampled(sender, sampled: list, **kwargs):
+        received.extend(sampled)
+
+    received = sampled
+    items_sampled_for_audit.connect(on_sampled)
+    try:
+        items = submit(acme_step.pipeline, "a", "b")
+        engine_run_batch(worker=WORKER)
+    finally:
+        items_sampled_for_audit.disconnect(on_sampled)
+    assert sorted(s.item.pk for s in sampled) == sorted(i.pk for i in items)
+    assert all(s.step == acme_step and s.output["label"] for s in sampled)
+    # The audit does not hold them: they were accepted as usual.
+    assert set(Item.objects.values_list("status", flat=True)) == {"accepted"}
+
+
+def test_no_audit_rate_samples_nothing(operator, acme_step):
+    from pipelines.signals import items_sampled_for_audit
+
+    simulated_route(acme_step, operator, confidence={"alpha": 50, "beta": 1})
+    config.step_update(step=acme_step, actor=operator, confidence_threshold="0")
+    calls = []
+    receiver = lambda sender, **kwargs: calls.append(kwargs)  # noqa: E731
+    items_sampled_for_audit.connect(receiver)
+    try:
+        submit(acme_step.pipeline, "a", "b")
+        engine_run_batch(worker=WORKER)
+    finally:
+        items_sampled_for_audit.disconnect(receiver)
+    assert calls == []

@@ -40,6 +40,7 @@ PIPELINE_FIELDS = (
     "latency_target_seconds",
     "daily_budget",
     "concurrency_limit",
+    "review_sla_seconds",
     "dedup_window_seconds",
 )
 STEP_FIELDS = (
@@ -51,6 +52,7 @@ STEP_FIELDS = (
     "confidence_threshold",
     "rules",
     "on_gate_failure",
+    "audit_rate",
     "result_cache_seconds",
 )
 PROVIDER_FIELDS = (

@@ -58,7 +58,7 @@ from pipelines.services.delivery import deliveries_open
 from pipelines.services.ingest import engine_wake
 from pipelines.services.ratelimit import rate_grant
 from pipelines.services.rollups import rollups_add
-from pipelines.signals import item_held
+from pipelines.signals import Held, Sampled, items_held, items_sampled_for_audit
 from pipelines.templating import PromptTemplateError, render_prompt
 
 logger = logging.getLogger(__name__)
@@ -678,7 +678,8 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
     }
     counts: dict[str, int] = {}
     events: list[LedgerEvent] = []
-    held: list[tuple[Item, Step, str]] = []
+    held: list[Held] = []
+    sampled: list[Sampled] = []
     paused: dict[int, str] = {}
     changed: list[Item] = []
     for work in plans:
@@ -709,6 +710,13 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
         item.error_class = outcome.detail.get("error_class", "")
         item.error_message = outcome.detail.get("error", "")
         item.hold_reason = ""
+        if (
+            outcome.verdict is not None
+            and outcome.verdict.accepted
+            and work.step.audit_rate
+            and random.random() < float(work.step.audit_rate)
+        ):
+            sampled.append(Sampled(item, work.step, result.output))
         if outcome.status == Item.Status.QUEUED and "next_step" in outcome.detail:
             item.step_position += 1
             item.attempts = 0
@@ -728,7 +736,7 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
                 outcome.verdict.summary if outcome.verdict else f"processing error: {work.error}"
             )
             item.hold_reason = reason
-            held.append((item, work.step, reason))
+            held.append(Held(item, work.step, reason))
         elif outcome.status == Item.Status.WAITING_RETRY:
             item.next_attempt_at = now + timedelta(
                 seconds=outcome.detail.get("retry_in_seconds", 0)
@@ -767,7 +775,8 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             )
         changed = [item for item in changed if item.pk in still_ours]
         events = [event for event in events if event.item.pk in still_ours]
-        held = [entry for entry in held if entry[0].pk in still_ours]
+        held = [entry for entry in held if entry.item.pk in still_ours]
+        sampled = [entry for entry in sampled if entry.item.pk in still_ours]
         paused = {
             pid: reason
             for pid, reason in paused.items()
@@ -800,8 +809,10 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
         deliveries_open(
             items=[i for i in changed if i.status in (Item.Status.DELIVERING, Item.Status.REJECTED)]
         )
-        for item, step, reason in held:
-            item_held.send(sender=Item, item=item, step=step, reason=reason)
+        if held:
+            items_held.send(sender=Item, held=held)
+        if sampled:
+            items_sampled_for_audit.send(sender=Item, sampled=sampled)
         for pipeline_id, reason in paused.items():
             _pipeline_pause_for_system_error(pipeline_id=pipeline_id, reason=reason)
     return counts
