@@ -21,6 +21,10 @@ SCHEDULES: tuple[Recurring, ...] = (
     Recurring(name="sluice.sweep", func="pipelines.tasks.items_sweep_task", minutes=1),
     Recurring(name="sluice.engine", func="pipelines.tasks.engine_drain_task", minutes=1),
     Recurring(name="sluice.deliveries", func="pipelines.tasks.deliveries_send_task", minutes=1),
+    # Reviewers' decisions become examples; the local models learn from them here.
+    Recurring(
+        name="sluice.local_models", func="pipelines.tasks.local_models_refresh_task", minutes=5
+    ),
 )
 
 

@@ -20,6 +20,7 @@ from pipelines.models import (
     Rollup,
     RouteEntry,
     Step,
+    TrainedModel,
 )
 
 
@@ -201,3 +202,9 @@ class RollupAdmin(EmergencyOnlyAdmin):
     list_display = ["pipeline", "minute", "ingested", "accepted", "calls", "cost"]
     list_filter = ["pipeline"]
     date_hierarchy = "minute"
+
+
+@admin.register(TrainedModel)
+class TrainedModelAdmin(EmergencyOnlyAdmin):
+    list_display = ["step", "examples", "labels", "training_seconds", "trained_at"]
+    exclude = ["content"]

@@ -606,3 +606,24 @@ class Rollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pipeline} @ {self.minute:%Y-%m-%d %H:%M}"
+
+
+class TrainedModel(models.Model):
+    """A step's local classifier as trained, stored so that every worker loads the same one
+    instead of training its own; trained again on a schedule when the step's examples change."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="trained_models")
+    content = models.BinaryField(editable=False)
+    # What it was trained on: the examples' count and newest id tell whether it is current.
+    examples = models.PositiveIntegerField()
+    last_example_id = models.PositiveBigIntegerField(null=True)
+    labels = models.JSONField(default=list)
+    training_seconds = models.FloatField(default=0)
+    trained_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["step", "-id"], name="trained_model_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.step} model {self.pk} ({self.examples} examples)"

@@ -54,3 +54,9 @@ def deliveries_send_task() -> str:
         for key, n in counts.items():
             totals[key] += n
     return f"{totals['delivered']} delivered, {totals['held']} held"
+
+
+def local_models_refresh_task() -> str:
+    from pipelines.services.local_model import local_models_refresh
+
+    return f"{local_models_refresh()} local models trained"

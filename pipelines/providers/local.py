@@ -4,6 +4,7 @@ review decisions. Runs in-process and offline; a call costs nothing but CPU."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import pickle
@@ -185,6 +186,23 @@ def local_train(*, texts: Sequence[str], labels: Sequence[str]) -> bytes:
     return buffer.getvalue()
 
 
+# Models this process loaded, by the digest of their bytes: a worker builds a provider per batch
+# and should not unpickle the same model every time.
+_LOADED: dict[bytes, LocalModel] = {}
+_LOADED_MAX = 8
+
+
+def _loaded(data: bytes) -> LocalModel:
+    digest = hashlib.sha256(data).digest()
+    model = _LOADED.get(digest)
+    if model is None:
+        model = local_load(data)
+        if len(_LOADED) >= _LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[digest] = model
+    return model
+
+
 def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
@@ -267,7 +285,7 @@ class LocalProvider(Provider):
     kind: ClassVar[str] = Kind.LOCAL
 
     def __init__(self, *, model_bytes: bytes, max_concurrency: int = 16) -> None:
-        self._model = local_load(model_bytes)
+        self._model = _loaded(model_bytes)
         # Calls made in the same turn of the event loop are predicted together, in one thread
         # hop; max_concurrency bounds how many predictions run at once.
         self._semaphore = asyncio.Semaphore(max_concurrency)

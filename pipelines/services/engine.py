@@ -390,19 +390,19 @@ def _plan(items: Sequence[Item]) -> list[Work]:
     return plans
 
 
-def _local_models(plans: Sequence[Work]) -> dict[int, bytes | ConfigurationError]:
+def _local_models(plans: Sequence[Work]) -> dict[int, bytes | ProviderError]:
     """Trained local models of the steps that route to a local provider (ORM work: done before
-    the event loop starts)."""
+    the event loop starts), or why a step has none yet."""
     from pipelines.services.local_model import local_model_bytes
 
-    found: dict[int, bytes | ConfigurationError] = {}
+    found: dict[int, bytes | ProviderError] = {}
     for work in plans:
         if work.step is None or work.step.pk in found:
             continue
         if any(model.provider.kind == "local" for model in work.candidates):
             try:
                 found[work.step.pk] = local_model_bytes(step=work.step)
-            except ConfigurationError as exc:
+            except (ConfigurationError, ProviderLimitError) as exc:
                 found[work.step.pk] = exc
     return found
 
@@ -452,7 +452,7 @@ _BREAKER_NEUTRAL = (ProviderLimitError, ConfigurationError)
 
 
 async def _call_all(
-    plans: Sequence[Work], local: dict[int, bytes | ConfigurationError], admission: Admission
+    plans: Sequence[Work], local: dict[int, bytes | ProviderError], admission: Admission
 ) -> None:
     """Run every planned call at once; each provider's own semaphore bounds its concurrency."""
     providers: dict[tuple[int, int | None], Any] = {}
@@ -465,7 +465,7 @@ async def _call_all(
             model_bytes = None
             if is_local:
                 trained = local.get(step.pk)
-                if isinstance(trained, ConfigurationError):
+                if isinstance(trained, ProviderError):
                     raise trained
                 model_bytes = trained
             providers[key] = provider_for(
