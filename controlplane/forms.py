@@ -15,6 +15,20 @@ class ClientForm(forms.Form):
     contact_email = forms.EmailField(required=False)
 
 
+class ClientLimitsForm(forms.Form):
+    monthly_budget = forms.DecimalField(
+        required=False,
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        help_text="Spend per calendar month (UTC) on all pipelines; empty for no limit. New "
+        "work is held at 100%, a warning recorded at 80%.",
+    )
+    ingest_limit_per_minute = forms.IntegerField(
+        min_value=1, max_value=10_000_000, help_text="Items per minute over the API; more get 429."
+    )
+
+
 class PersonForm(forms.Form):
     username = forms.CharField(max_length=150)
     email = forms.EmailField(required=False)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -229,5 +230,38 @@ def client_webhook_set(*, client: Client, url: str, actor: AbstractBaseUser | No
             client=client,
             before={"webhook_url": before},
             after={"webhook_url": url},
+        )
+    return client
+
+
+LIMIT_FIELDS = ("monthly_budget", "ingest_limit_per_minute")
+
+
+@transaction.atomic
+def client_limits_set(
+    *, client: Client, monthly_budget: Decimal | None, ingest_limit_per_minute: int, actor
+) -> Client:
+    """Set what a client may spend per month (None: no limit) and submit per minute."""
+    errors: dict[str, list[str]] = {}
+    if monthly_budget is not None and monthly_budget < 0:
+        errors["monthly_budget"] = ["A budget cannot be negative."]
+    if ingest_limit_per_minute < 1:
+        errors["ingest_limit_per_minute"] = ["At least 1 item a minute."]
+    if errors:
+        raise ValidationError(errors)
+    before = {f: str(getattr(client, f)) for f in LIMIT_FIELDS}
+    client.monthly_budget = monthly_budget
+    client.ingest_limit_per_minute = ingest_limit_per_minute
+    client.full_clean(exclude=["name", "slug"])
+    client.save(update_fields=list(LIMIT_FIELDS))
+    after = {f: str(getattr(client, f)) for f in LIMIT_FIELDS}
+    if before != after:
+        audit_record(
+            actor=actor,
+            action="client.limits",
+            obj=client,
+            client=client,
+            before=before,
+            after=after,
         )
     return client

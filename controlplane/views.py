@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from controlplane import selectors, services
 from controlplane.access import role_required
-from controlplane.forms import ClientForm, PersonForm, copy_errors
+from controlplane.forms import ClientForm, ClientLimitsForm, PersonForm, copy_errors
 from controlplane.htmx import redirect_after_post
 from controlplane.params import parse_id
 from controlplane.roles import Role, role_of
@@ -143,9 +143,25 @@ def system_status(request: HttpRequest) -> HttpResponse:
 @role_required(Role.OPERATOR)
 def client_keys(request: HttpRequest, slug: str) -> HttpResponse:
     client = selectors.client_get_for_user(user=request.user, slug=slug)
-    error = ""
+    error = limits_error = ""
     if request.method == "POST":
-        if "webhook_url" in request.POST:
+        if "ingest_limit_per_minute" in request.POST:
+            limits = ClientLimitsForm(request.POST)
+            if limits.is_valid():
+                try:
+                    services.client_limits_set(
+                        client=client, actor=request.user, **limits.cleaned_data
+                    )
+                except ValidationError as exc:
+                    copy_errors(limits, exc)
+                else:
+                    messages.success(request, "Budget and limits saved.")
+                    return redirect_after_post(request, "client-keys", client.slug)
+            limits_error = "; ".join(
+                f"{name.replace('_', ' ')}: {' '.join(problems)}"
+                for name, problems in limits.errors.items()
+            )
+        elif "webhook_url" in request.POST:
             try:
                 services.client_webhook_set(
                     client=client, url=request.POST["webhook_url"], actor=request.user
@@ -174,11 +190,19 @@ def client_keys(request: HttpRequest, slug: str) -> HttpResponse:
                 return redirect_after_post(request, "client-keys", client.slug)
     context = {
         "client": client,
+        "limits_form": ClientLimitsForm(
+            initial={
+                "monthly_budget": client.monthly_budget,
+                "ingest_limit_per_minute": client.ingest_limit_per_minute,
+            }
+        ),
         "keys": selectors.api_key_list(client=client),
         "new_key": request.session.pop("new_api_key", None),
         "error": error,
+        "limits_error": limits_error,
     }
-    return render(request, "controlplane/client_keys.html", context, status=422 if error else 200)
+    failed = error or limits_error
+    return render(request, "controlplane/client_keys.html", context, status=422 if failed else 200)
 
 
 AUDIT_PAGE = 50

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from controlplane.access import role_required
@@ -15,6 +16,7 @@ from pipelines.selectors import (
     pipeline_get_for_user,
     pipeline_list_for_user,
 )
+from pipelines.services.budgets import budgets_for
 
 PAGE_SIZE = 50
 
@@ -43,6 +45,7 @@ def pipeline_detail(request: HttpRequest, client_slug: str, slug: str) -> HttpRe
     page = list(items.order_by("-id")[: PAGE_SIZE + 1])
     context = {
         "pipeline": pipeline,
+        "budgets": budgets_for([pipeline], now=timezone.now()).get(pipeline.pk, []),
         "items": page[:PAGE_SIZE],
         "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
         "status": status,
