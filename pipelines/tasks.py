@@ -34,10 +34,15 @@ def engine_drain_task() -> str:
     return ", ".join(f"{n} {status}" for status, n in sorted(totals.items())) or "nothing to do"
 
 
-def items_sweep_task() -> int:
+def items_sweep_task() -> str:
+    """Work whose worker died: items whose lease expired, and file imports that stopped."""
+    from pipelines.models import ExampleImport, ItemUpload
     from pipelines.services.engine import items_sweep
+    from pipelines.services.file_imports import file_imports_sweep
 
-    return items_sweep()
+    items = items_sweep()
+    files = file_imports_sweep(models=(ExampleImport, ItemUpload))
+    return f"{items} items returned, {files} stopped imports ended"
 
 
 def deliveries_send_task() -> str:

@@ -481,3 +481,33 @@ def test_a_client_user_follows_the_progress_of_its_own_upload(client_a, acme_pip
     response = http.get(url)
     assert response.status_code == 200
     assert "1 item queued" in response.content.decode()
+
+
+def test_an_upload_whose_worker_stopped_ends_failed_and_keeps_what_went_in(acme_pipeline):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pipelines.models import ExampleImport
+    from pipelines.services.file_imports import file_imports_sweep
+
+    upload = item_upload_start(
+        pipeline=acme_pipeline, filename="a.csv", content=b"text\nx\n", actor=None
+    )
+    # A worker took it, wrote a batch, and was killed: the row says running, with old progress.
+    long_ago = timezone.now() - timedelta(hours=1)
+    ItemUpload.objects.filter(pk=upload.pk).update(
+        status=ItemUpload.Status.RUNNING, progress_at=long_ago, accepted=1
+    )
+    fresh = item_upload_start(
+        pipeline=acme_pipeline, filename="b.csv", content=b"text\ny\n", actor=None
+    )
+    ItemUpload.objects.filter(pk=fresh.pk).update(
+        status=ItemUpload.Status.RUNNING, progress_at=timezone.now()
+    )
+    assert file_imports_sweep(models=(ExampleImport, ItemUpload)) == 1
+    upload.refresh_from_db()
+    fresh.refresh_from_db()
+    assert upload.status == ItemUpload.Status.FAILED and upload.accepted == 1
+    assert "stopped before the end" in upload.error and upload.finished_at is not None
+    assert fresh.status == ItemUpload.Status.RUNNING  # still making progress: left alone

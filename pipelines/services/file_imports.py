@@ -8,6 +8,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import PurePath
 from typing import IO, Any
 
@@ -116,7 +117,7 @@ def file_import_run[J: FileImport, Row](
     does the work, and the row always ends `done` or `failed` (a worker killed mid-file
     aside)."""
     claimed = model.objects.filter(pk=pk, status=FileImport.Status.PENDING).update(
-        status=FileImport.Status.RUNNING
+        status=FileImport.Status.RUNNING, progress_at=timezone.now()
     )
     if not claimed:
         return None
@@ -139,6 +140,7 @@ def file_import_run[J: FileImport, Row](
                 counts[key] += n
         marks["rows"], marks["bytes"] = 0, bytes_progress(stream)
         model.objects.filter(pk=pk).update(
+            progress_at=timezone.now(),
             bytes_done=marks["bytes"],
             rejected=report.rejected,
             rejected_rows=[{"line": r.line, "reason": r.reason} for r in report.rejected_rows],
@@ -172,6 +174,26 @@ def file_import_run[J: FileImport, Row](
             logger.exception("%s %s: saving progress after a failure failed", model.__name__, pk)
         return _end(model=model, job=job, report=report, counts=counts, audit=audit, error=exc)
     return _end(model=model, job=job, report=report, counts=counts, audit=audit, error=None)
+
+
+def file_imports_sweep(*, models: tuple[type[FileImport], ...]) -> int:
+    """End as failed the running imports whose worker stopped (killed, or stopped by the task
+    timeout): no progress for longer than a task may run. What was read before stays in."""
+    from django.conf import settings
+
+    stale = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
+    ended = 0
+    for model in models:
+        ended += model.objects.filter(
+            status=FileImport.Status.RUNNING, progress_at__lt=stale
+        ).update(
+            status=FileImport.Status.FAILED,
+            error="The worker reading this file stopped before the end. The rows counted "
+            "above went in; the rest of the file did not.",
+            content=b"",
+            finished_at=timezone.now(),
+        )
+    return ended
 
 
 def _end[J: FileImport](
