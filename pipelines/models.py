@@ -584,10 +584,14 @@ class Rollup(models.Model):
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="rollups")
     minute = models.DateTimeField()
     ingested = models.PositiveIntegerField(default=0)
+    # Items claimed by a worker (each attempt of each step).
+    started = models.PositiveIntegerField(default=0)
     # Model calls made, and what they ended in.
     calls = models.PositiveIntegerField(default=0)
     accepted = models.PositiveIntegerField(default=0)
     held_for_review = models.PositiveIntegerField(default=0)
+    # Review decisions (approve, edit, reject) on held items.
+    reviewed = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
     quarantined = models.PositiveIntegerField(default=0)
     dead_lettered = models.PositiveIntegerField(default=0)
@@ -630,3 +634,31 @@ class TrainedModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step} model {self.pk} ({self.examples} examples)"
+
+
+class LatencyRollup(models.Model):
+    """Per pipeline, minute and measure: how many items took how long, counted in the fixed
+    buckets of pipelines.histogram, so percentiles over any range come from summed buckets."""
+
+    class Measure(models.TextChoices):
+        QUEUE_WAIT = "queue_wait", "queue wait"  # runnable until a worker took it
+        PROCESSING = "processing"  # the model call
+        END_TO_END = "end_to_end", "end to end"  # received until finished (or delivered)
+        REVIEW_WAIT = "review_wait", "review wait"  # held until a person decided
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    minute = models.DateTimeField()
+    measure = models.CharField(max_length=12, choices=Measure.choices)
+    bucket = models.PositiveSmallIntegerField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["pipeline", "minute", "measure", "bucket"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pipeline", "minute", "measure", "bucket"], name="latency_rollup_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline} @ {self.minute:%H:%M} {self.measure}[{self.bucket}]={self.count}"

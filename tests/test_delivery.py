@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from controlplane.models import AuditEntry
 from controlplane.services import client_webhook_set
-from pipelines.models import Delivery, Item
+from pipelines.models import Delivery, Item, LatencyRollup
 from pipelines.services import configuration as config
 from pipelines.services.delivery import deliveries_send
 from pipelines.services.engine import engine_run_batch
@@ -86,6 +86,9 @@ def test_finished_items_are_delivered_signed_and_marked_delivered(acme, accepted
         item.refresh_from_db()
         assert item.status == Item.Status.DELIVERED
         assert item.ledger.order_by("id").last().actor == "delivery"
+    # With a webhook the SLA clock stops at delivery: end to end is counted then, once each.
+    end_to_end = LatencyRollup.objects.filter(measure="end_to_end")
+    assert sum(end_to_end.values_list("count", flat=True)) == 2
 
 
 def test_a_down_endpoint_holds_deliveries_and_they_arrive_once_later(accepted_items, receiver):

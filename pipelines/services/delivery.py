@@ -22,6 +22,7 @@ from pipelines.gate import public_error_message
 from pipelines.models import Delivery, Item, LedgerEvent
 from pipelines.posting import Answer, Post, post_all
 from pipelines.retry import retry_delay
+from pipelines.services.rollups import latencies_add
 
 TIMEOUT_SECONDS = 10
 # Longer than a batch can take: ceil(BATCH_SIZE / CONCURRENCY) rounds of TIMEOUT_SECONDS.
@@ -175,6 +176,13 @@ def _deliveries_record(deliveries: list[Delivery], answers: list[Answer]) -> Non
     Item.objects.filter(
         pk__in=[pk for pk, status in current.items() if status == Item.Status.DELIVERING]
     ).update(status=Item.Status.DELIVERED, updated_at=now)
+    # The SLA runs from receipt to delivery: a delivered item's end to end is counted here.
+    samples: dict[tuple[int, str], list[float]] = {}
+    for d in done:
+        samples.setdefault((d.item.pipeline_id, "end_to_end"), []).append(
+            (now - d.item.created_at).total_seconds()
+        )
+    latencies_add(samples, at=now)
 
 
 def deliveries_open(*, items: list[Item]) -> list[Delivery]:

@@ -57,7 +57,7 @@ from pipelines.services.calls import provider_settings, run_sync
 from pipelines.services.delivery import deliveries_open
 from pipelines.services.ingest import engine_wake
 from pipelines.services.ratelimit import rate_grant
-from pipelines.services.rollups import rollups_add
+from pipelines.services.rollups import latencies_add, rollups_add
 from pipelines.signals import Held, Sampled, items_held, items_sampled_for_audit
 from pipelines.templating import PromptTemplateError, render_prompt
 
@@ -114,23 +114,33 @@ def items_claim(*, worker: str, limit: int = BATCH_SIZE) -> list[Item]:
                 LedgerEvent(
                     item=item,
                     actor=worker[:150],
-                    from_status=previous[item.pk],
+                    from_status=previous[item.pk][0],
                     to_status=Item.Status.RUNNING,
                     detail={"attempt": item.attempts, "step": item.step_position},
                 )
                 for item in items
             ]
         )
+        waits: dict[tuple[int, str], list[float]] = {}
+        for item in items:
+            waited = (now - previous[item.pk][1]).total_seconds()
+            waits.setdefault((item.pipeline_id, "queue_wait"), []).append(waited)
+        rollups_add({pid: {"started": len(w)} for (pid, _), w in waits.items()}, at=now)
+        latencies_add(waits, at=now)
     return items
+
+
+# A claimed item's status before the claim, and since when it was ready to run.
+Pick = tuple[str, datetime]
 
 
 def _runnable(
     pipeline_id: int, *, want: int, now: datetime, taken_before: Sequence[int] = ()
-) -> dict[int, str]:
+) -> dict[int, Pick]:
     """Up to `want` runnable items of one pipeline, locked against other workers: due retries
     first, then queued items by priority. Two index range scans, never a sort of the queue.
     `taken_before`: this claim's earlier picks, still queued until the claim writes them."""
-    taken: dict[int, str] = {}
+    taken: dict[int, Pick] = {}
     for status, order in (
         (Item.Status.WAITING_RETRY, ("next_attempt_at",)),
         (Item.Status.QUEUED, ("-priority", "id")),
@@ -146,22 +156,25 @@ def _runnable(
         if connection.vendor == "postgresql":
             # SQLite takes the whole database's write lock at BEGIN IMMEDIATE instead.
             rows = rows.select_for_update(skip_locked=True)
-        taken.update(rows.values_list("id", "status")[: want - len(taken)])
+        for pk, was, changed, due in rows.values_list(
+            "id", "status", "updated_at", "next_attempt_at"
+        )[: want - len(taken)]:
+            taken[pk] = (was, max(changed, due) if due else changed)
     return taken
 
 
 def _fair_pick(
     pipelines: Sequence[Pipeline], *, room: dict[int, int], limit: int, now: datetime
-) -> dict[int, str]:
+) -> dict[int, Pick]:
     """Share `limit` out among clients, and each client's share among its pipelines, in rounds:
     whoever takes less than offered is out of work, and the rest is offered again to the
-    others. Returns {item id: its status before the claim}."""
+    others. Returns {item id: (its status before the claim, since when it was ready)}."""
     by_client: dict[int, list[Pipeline]] = {}
     for pipeline in pipelines:
         by_client.setdefault(pipeline.client_id, []).append(pipeline)
     clients = list(by_client)
     random.shuffle(clients)  # no client is always first to take the rounding's extra item
-    taken: dict[int, str] = {}
+    taken: dict[int, Pick] = {}
     taken_from: dict[int, int] = {}  # item id -> pipeline id, across rounds
     while len(taken) < limit and clients:
         share = math.ceil((limit - len(taken)) / len(clients))
@@ -187,11 +200,11 @@ def _pick_for_client(
     want: int,
     now: datetime,
     taken_from: dict[int, int],
-) -> dict[int, str]:
+) -> dict[int, Pick]:
     """The same sharing among one client's pipelines; a pipeline that runs out of work or room
     is dropped from `pipelines` so later rounds skip it. `taken_from` holds the claim's picks
     so far ({item id: pipeline id}) and gains this call's."""
-    taken: dict[int, str] = {}
+    taken: dict[int, Pick] = {}
     while len(taken) < want and pipelines:
         share = math.ceil((want - len(taken)) / len(pipelines))
         for pipeline in list(pipelines):
@@ -805,7 +818,9 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
             ],
         )
         LedgerEvent.objects.bulk_create(events)
-        rollups_add(_rollup_counts([w for w in plans if w.item.pk in still_ours]), at=now)
+        ours = [w for w in plans if w.item.pk in still_ours]
+        rollups_add(_rollup_counts(ours), at=now)
+        latencies_add(_latency_samples(ours, now=now), at=now)
         deliveries_open(
             items=[i for i in changed if i.status in (Item.Status.DELIVERING, Item.Status.REJECTED)]
         )
@@ -852,6 +867,26 @@ def _rollup_counts(plans: Sequence[Work]) -> dict[int, dict[str, Any]]:
             add("output_tokens", work.result.output_tokens)
             add("cost", _cost(work))
     return counts
+
+
+def _latency_samples(plans: Sequence[Work], *, now: datetime) -> dict[tuple[int, str], list]:
+    """A batch's model-call latencies, and the end-to-end time of items it finished (those
+    with a webhook are counted when they are delivered instead)."""
+    samples: dict[tuple[int, str], list[float]] = {}
+    for work in plans:
+        item = work.item
+        if work.result is not None and not work.cache_hit:
+            samples.setdefault((item.pipeline_id, "processing"), []).append(
+                work.result.latency_ms / 1000
+            )
+        webhook = bool(item.pipeline.client.webhook_url)
+        if item.status == Item.Status.ACCEPTED or (
+            item.status == Item.Status.REJECTED and not webhook
+        ):
+            samples.setdefault((item.pipeline_id, "end_to_end"), []).append(
+                (now - item.created_at).total_seconds()
+            )
+    return samples
 
 
 def _pipeline_pause_for_system_error(*, pipeline_id: int, reason: str) -> None:

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from django.db import connection
 
-from pipelines.models import Rollup
+from pipelines.histogram import bucket_counts
+from pipelines.models import LatencyRollup, Rollup
 
 COUNTERS = tuple(
     field.column
@@ -57,3 +58,26 @@ def rollups_add(counts: Mapping[int, Mapping[str, int | Decimal]], *, at: dateti
     )
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+def latencies_add(samples: Mapping[tuple[int, str], list[float]], *, at: datetime) -> None:
+    """Count latency samples ({(pipeline id, measure): [seconds, …]}) into their buckets of the
+    minute of `at`: one INSERT … ON CONFLICT DO UPDATE for the whole batch."""
+    rows = []
+    for (pipeline_id, measure), values in samples.items():
+        if measure not in LatencyRollup.Measure.values:
+            raise ValueError(f"unknown latency measure: {measure!r}")
+        for bucket, count in bucket_counts(values).items():
+            rows.append((pipeline_id, measure, bucket, count))
+    if not rows:
+        return
+    quote = connection.ops.quote_name
+    table = quote(LatencyRollup._meta.db_table)
+    minute = LatencyRollup._meta.get_field("minute").get_db_prep_save(minute_of(at), connection)
+    sql = (
+        f"INSERT INTO {table} (pipeline_id, minute, measure, bucket, count) "  # noqa: S608
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (pipeline_id, minute, measure, bucket) "
+        f"DO UPDATE SET count = {table}.count + excluded.count"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(pid, minute, m, b, n) for pid, m, b, n in rows])
