@@ -1,0 +1,172 @@
+"""Reading the numbers the engine keeps: per-minute rollups and latency histograms over a range,
+and the live gauges (queue depth, in flight, review backlog). Dashboards, alerts, reports and
+/metrics all read here; none of them counts the item table beyond the capped gauges.
+
+Callers scope `pipeline_ids` to what the viewer may see (pipelines.selectors) before asking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Sum
+from django.db.models.functions import TruncHour
+
+from pipelines.histogram import percentile
+from pipelines.models import Item, LatencyRollup, Rollup
+
+# Range name -> (minutes, resolution of the series).
+RANGES: dict[str, tuple[int, str]] = {
+    "15m": (15, "minute"),
+    "1h": (60, "minute"),
+    "24h": (1440, "hour"),
+    "7d": (10080, "hour"),
+}
+DEFAULT_RANGE = "1h"
+
+COUNTERS = tuple(
+    f.name for f in Rollup._meta.concrete_fields if f.name not in ("id", "pipeline", "minute")
+)
+MEASURES = tuple(LatencyRollup.Measure.values)
+QUANTILES = (50, 95, 99)
+# Gauges count at most this many rows per pipeline and status: a backlog of a million shows as
+# "100,000+" and costs the same as one of a hundred thousand.
+GAUGE_CAP = 100_000
+GAUGE_STATUSES = (
+    Item.Status.QUEUED,
+    Item.Status.RUNNING,
+    Item.Status.WAITING_RETRY,
+    Item.Status.IN_REVIEW,
+    Item.Status.DELIVERING,
+)
+
+
+def range_bounds(name: str, *, now: datetime) -> tuple[datetime, datetime, str]:
+    """(since, until, resolution) of a named range ending now; unknown names get the default."""
+    minutes, resolution = RANGES.get(name, RANGES[DEFAULT_RANGE])
+    until = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return until - timedelta(minutes=minutes), until, resolution
+
+
+@dataclass
+class Point:
+    """One minute (or hour) of the series, summed over the pipelines asked for."""
+
+    at: datetime
+    counts: dict[str, int | Decimal] = field(default_factory=dict)
+    latency: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def count(self, name: str) -> int | Decimal:
+        return self.counts.get(name, 0)
+
+    def percentile(self, measure: str, q: float) -> float | None:
+        return percentile(self.latency.get(measure, {}), q)
+
+    @property
+    def failed(self) -> int:
+        return sum(int(self.count(n)) for n in COUNTERS if n.startswith("failed_"))
+
+
+def series(
+    *, pipeline_ids: Iterable[int], since: datetime, until: datetime, resolution: str = "minute"
+) -> list[Point]:
+    """Every minute (or hour) from `since` to `until` with its counters and latency buckets,
+    summed over the pipelines; minutes without work are present with zeros, so a chart's x
+    axis has no gaps. Two queries."""
+    ids = list(pipeline_ids)
+    step = timedelta(hours=1) if resolution == "hour" else timedelta(minutes=1)
+    start = since.replace(second=0, microsecond=0)
+    if resolution == "hour":
+        start = start.replace(minute=0)
+    points: dict[datetime, Point] = {}
+    at = start
+    while at < until:
+        points[at] = Point(at=at)
+        at += step
+    if not ids:
+        return list(points.values())
+
+    rollups = Rollup.objects.filter(pipeline_id__in=ids, minute__gte=start, minute__lt=until)
+    latencies = LatencyRollup.objects.filter(
+        pipeline_id__in=ids, minute__gte=start, minute__lt=until
+    )
+    if resolution == "hour":
+        rows = (
+            rollups.annotate(at=TruncHour("minute"))
+            .values("at")
+            .annotate(**{name: Sum(name) for name in COUNTERS})
+            .order_by()
+        )
+        buckets = (
+            latencies.annotate(at=TruncHour("minute"))
+            .values("at", "measure", "bucket")
+            .annotate(n=Sum("count"))
+            .order_by()
+        )
+    else:
+        rows = (
+            rollups.values("minute").annotate(**{name: Sum(name) for name in COUNTERS}).order_by()
+        )
+        buckets = (
+            latencies.values("minute", "measure", "bucket").annotate(n=Sum("count")).order_by()
+        )
+    for row in rows:
+        at = row.pop("at", None) or row.pop("minute")
+        point = points.get(at) or points.setdefault(at, Point(at=at))
+        point.counts = {name: value or 0 for name, value in row.items() if name in COUNTERS}
+    for row in buckets:
+        at = row.get("at") or row.get("minute")
+        point = points.get(at) or points.setdefault(at, Point(at=at))
+        point.latency.setdefault(row["measure"], {})[row["bucket"]] = row["n"]
+    return [points[at] for at in sorted(points)]
+
+
+def totals(points: Sequence[Point]) -> Point:
+    """The whole range as one point: counters summed, histograms merged."""
+    total = Point(at=points[0].at if points else datetime.min)
+    for point in points:
+        for name, value in point.counts.items():
+            total.counts[name] = total.counts.get(name, 0) + value
+        for measure, buckets in point.latency.items():
+            merged = total.latency.setdefault(measure, {})
+            for bucket, n in buckets.items():
+                merged[bucket] = merged.get(bucket, 0) + n
+    return total
+
+
+def gauges(*, pipeline_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """Per pipeline, how many items are queued, running, waiting to retry, in review and being
+    delivered right now, each capped at GAUGE_CAP; plus the age in seconds of the oldest queued
+    item. One capped count per pipeline and status, each an index range scan."""
+    found: dict[int, dict[str, int]] = {}
+    for pid in pipeline_ids:
+        values: dict[str, int] = {}
+        for status in GAUGE_STATUSES:
+            capped = Item.objects.filter(pipeline_id=pid, status=status).values("id")[:GAUGE_CAP]
+            values[status] = Item.objects.filter(pk__in=capped).count()
+        found[pid] = values
+    return found
+
+
+def gauges_total(per_pipeline: dict[int, dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for values in per_pipeline.values():
+        for name, n in values.items():
+            total[name] = total.get(name, 0) + n
+    return total
+
+
+def oldest_queued_age(*, pipeline_ids: Iterable[int], now: datetime) -> float | None:
+    """Seconds the oldest queued item has waited, over the pipelines; None when none waits.
+    One index lookup per pipeline (the oldest id of its queue)."""
+    oldest = [
+        at
+        for pid in pipeline_ids
+        for at in Item.objects.filter(pipeline_id=pid, status=Item.Status.QUEUED)
+        .order_by("id")
+        .values_list("created_at", flat=True)[:1]
+    ]
+    return (now - min(oldest)).total_seconds() if oldest else None
