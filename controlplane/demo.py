@@ -8,7 +8,7 @@ from django.db import transaction
 from controlplane.models import Client
 from controlplane.roles import Role
 from controlplane.services import client_create, user_create
-from pipelines.models import AiModel, Example, Pipeline, Provider
+from pipelines.models import AiModel, Example, Pipeline, Provider, Step
 from pipelines.services.configuration import (
     aimodel_create,
     pipeline_create,
@@ -17,6 +17,7 @@ from pipelines.services.configuration import (
     step_create,
 )
 from pipelines.services.ingest import item_ingest
+from review.services import queue_ensure, queue_member_add
 
 DEMO_PASSWORD = "sluice-demo"  # noqa: S105 -- documented demo login
 
@@ -357,7 +358,19 @@ def demo_seed() -> dict[str, int]:
                 actor="demo",
             )
             created["items"] += len(items)
+    _demo_review_queues(clients=list(clients.values()))
     return created
+
+
+def _demo_review_queues(*, clients: list[Client]) -> None:
+    """The demo reviewer works the review queue of every step of the demo pipelines."""
+    reviewer = get_user_model().objects.filter(username="reviewer").first()
+    if reviewer is None:
+        return
+    for step in Step.objects.filter(pipeline__client__in=clients).select_related("pipeline"):
+        queue_member_add(
+            queue=queue_ensure(step=step), user=reviewer, actor=None, actor_label="demo"
+        )
 
 
 def demo_traffic_tick(*, rng) -> int:

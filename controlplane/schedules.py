@@ -25,6 +25,10 @@ SCHEDULES: tuple[Recurring, ...] = (
     Recurring(
         name="sluice.local_models", func="pipelines.tasks.local_models_refresh_task", minutes=5
     ),
+    # Review tasks past their due time are flagged overdue and raised in priority.
+    Recurring(
+        name="sluice.review_escalate", func="review.tasks.tasks_escalate_overdue_task", minutes=1
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from pipelines.models import (
     IdempotencyKey,
     Item,
     ItemUpload,
+    LatencyRollup,
     LedgerEvent,
     Pipeline,
     PromptLabel,
@@ -208,3 +209,9 @@ class RollupAdmin(EmergencyOnlyAdmin):
 class TrainedModelAdmin(EmergencyOnlyAdmin):
     list_display = ["step", "examples", "labels", "training_seconds", "trained_at"]
     exclude = ["content"]
+
+
+@admin.register(LatencyRollup)
+class LatencyRollupAdmin(EmergencyOnlyAdmin):
+    list_display = ["pipeline", "minute", "measure", "bucket", "count"]
+    list_filter = ["measure", "pipeline"]

@@ -1,18 +1,328 @@
-"""Access-checked reads for reviewers: only items of the clients they serve."""
+"""Access-checked reads of review: a reviewer sees the queues they belong to, within the clients
+they serve; operators see every queue; clients see none. Numbers are aggregate queries over
+review tasks, never counts of the item table."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from pipelines.models import Item
-from pipelines.selectors import item_list_for_user
+from django.db.models import Count, Min, Q, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from controlplane.params import parse_id
+from controlplane.roles import Role, role_of
+from controlplane.selectors import client_list_for_user
+from pipelines.models import Step
+from pipelines.threshold import Outcome
+from review.models import ReviewQueue, ReviewTask
+
+ACTIVE = ReviewTask.ACTIVE
+# Ages of waiting tasks on the backlog view: (label, from seconds, below seconds).
+AGE_BUCKETS = (
+    ("< 1 h", 0, 3600),
+    ("1-4 h", 3600, 4 * 3600),
+    ("4-24 h", 4 * 3600, 24 * 3600),
+    ("> 24 h", 24 * 3600, None),
+)
 
 
-def review_item_list_for_user(*, user, limit: int = 100) -> QuerySet[Item]:
-    """Items waiting for a person, oldest first, within the user's clients."""
-    return (
-        item_list_for_user(user=user)
-        .filter(status=Item.Status.IN_REVIEW)
-        .select_related("pipeline__client")
-        .order_by("-priority", "updated_at")[:limit]
+def queue_list_for_user(*, user) -> QuerySet[ReviewQueue]:
+    """Queues the user works: every queue for operators; for reviewers the queues they are a
+    member of, of the clients they serve; none for anyone else."""
+    role = role_of(user)
+    queues = ReviewQueue.objects.select_related("pipeline__client", "step")
+    if role == Role.OPERATOR:
+        return queues.all()
+    if role != Role.REVIEWER:
+        return queues.none()
+    return queues.filter(
+        memberships__user=user, pipeline__client__in=client_list_for_user(user=user)
     )
+
+
+def queue_get_for_user(*, user, pk: int | str) -> ReviewQueue:
+    """One queue the user works; 404 for any other."""
+    queue_id = parse_id(pk)
+    try:
+        return queue_list_for_user(user=user).get(pk=queue_id)
+    except ReviewQueue.DoesNotExist:
+        raise Http404("No such review queue") from None
+
+
+def queue_ids_for_user(*, user) -> list[int] | None:
+    """Ids of the queues the user works, or None for "every queue" (operators)."""
+    if role_of(user) == Role.OPERATOR:
+        return None
+    return list(queue_list_for_user(user=user).values_list("id", flat=True))
+
+
+def task_list_for_user(*, user) -> QuerySet[ReviewTask]:
+    """Every task (any status) in the queues the user works."""
+    role = role_of(user)
+    if role == Role.OPERATOR:
+        return ReviewTask.objects.all()
+    if role != Role.REVIEWER:
+        return ReviewTask.objects.none()
+    return ReviewTask.objects.filter(queue__in=queue_list_for_user(user=user).values("id"))
+
+
+def _with_relations(tasks: QuerySet[ReviewTask]) -> QuerySet[ReviewTask]:
+    return tasks.select_related(
+        "item__pipeline__client", "step", "queue", "assignee", "claimed_by", "decided_by"
+    )
+
+
+def task_get_for_user(*, user, pk: int | str) -> ReviewTask:
+    """One task with its item, step, queue and people; 404 outside the user's queues (a client
+    of one customer, or a reviewer of another, gets the same answer as for no task at all)."""
+    task_id = parse_id(pk)
+    try:
+        return _with_relations(task_list_for_user(user=user)).get(pk=task_id)
+    except ReviewTask.DoesNotExist:
+        raise Http404("No such review task") from None
+
+
+def task_open_list_for_user(
+    *, user, queue: ReviewQueue | None = None, limit: int = 100
+) -> QuerySet[ReviewTask]:
+    """Tasks waiting for a person (open or claimed) in the order they are handed out: overdue
+    first, then priority, then due time."""
+    tasks = task_list_for_user(user=user).filter(status__in=ACTIVE)
+    if queue is not None:
+        tasks = tasks.filter(queue=queue)
+    return _with_relations(tasks).order_by("-priority", "due_at", "id")[:limit]
+
+
+def task_held_get(*, user) -> ReviewTask | None:
+    """The task the user holds now (claimed and not taken by anyone since), if any."""
+    return (
+        _with_relations(ReviewTask.objects.filter(status=ReviewTask.Status.CLAIMED))
+        .filter(claimed_by=user)
+        .order_by("-priority", "due_at", "id")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """A queue and its tasks: open (waiting for someone, expired leases included), claimed
+    (held under a live lease) and overdue (either, past due)."""
+
+    queue: ReviewQueue
+    open: int
+    claimed: int
+    overdue: int
+    oldest_due_at: datetime | None
+
+
+def queue_counts_list(*, user, now: datetime | None = None) -> list[QueueCounts]:
+    """Counts of every queue the user works (empty queues too), in one aggregate query over
+    the active tasks."""
+    now = now or timezone.now()
+    queues = list(queue_list_for_user(user=user).order_by("pipeline__client__name", "name"))
+    live = Q(status=ReviewTask.Status.CLAIMED, lease_expires_at__gt=now)
+    rows = {
+        row["queue_id"]: row
+        for row in ReviewTask.objects.filter(status__in=ACTIVE, queue_id__in=[q.pk for q in queues])
+        .order_by()
+        .values("queue_id")
+        .annotate(
+            open=Count("id", filter=~live),
+            claimed=Count("id", filter=live),
+            overdue=Count("id", filter=Q(overdue=True)),
+            oldest_due_at=Min("due_at"),
+        )
+    }
+    empty = {"open": 0, "claimed": 0, "overdue": 0, "oldest_due_at": None}
+    return [
+        QueueCounts(
+            queue=queue,
+            open=rows.get(queue.pk, empty)["open"],
+            claimed=rows.get(queue.pk, empty)["claimed"],
+            overdue=rows.get(queue.pk, empty)["overdue"],
+            oldest_due_at=rows.get(queue.pk, empty)["oldest_due_at"],
+        )
+        for queue in queues
+    ]
+
+
+@dataclass(frozen=True)
+class AgeBucket:
+    label: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Tasks waiting (open or claimed) by age since they were opened, what the last hour's
+    decisions say about the pace, and when the backlog would be empty at that pace."""
+
+    waiting: int
+    overdue: int
+    buckets: tuple[AgeBucket, ...]
+    oldest_opened_at: datetime | None
+    decided_last_hour: int
+    # Decisions per hour, measured over the last hour.
+    throughput_per_hour: float
+    # Seconds to decide every waiting task at that pace; None when nobody decided anything.
+    drain_seconds: float | None
+
+
+def backlog_get(*, user, queue: ReviewQueue | None = None, now: datetime | None = None) -> Backlog:
+    """The backlog of the queues the user works (or of one of them): two aggregate queries."""
+    now = now or timezone.now()
+    tasks = task_list_for_user(user=user)
+    if queue is not None:
+        tasks = tasks.filter(queue=queue)
+    counts = {}
+    for index, (_, start, end) in enumerate(AGE_BUCKETS):
+        window = Q(opened_at__lte=now - timedelta(seconds=start))
+        if end is not None:
+            window &= Q(opened_at__gt=now - timedelta(seconds=end))
+        counts[f"bucket{index}"] = Count("id", filter=window)
+    waiting = (
+        tasks.filter(status__in=ACTIVE)
+        .order_by()
+        .aggregate(
+            waiting=Count("id"),
+            overdue=Count("id", filter=Q(overdue=True)),
+            oldest=Min("opened_at"),
+            **counts,
+        )
+    )
+    decided = tasks.filter(
+        status=ReviewTask.Status.DECIDED, decided_at__gt=now - timedelta(hours=1)
+    ).count()
+    # Tasks opened a moment after `now` (a clock read before a concurrent insert) are newest.
+    buckets = [waiting[f"bucket{i}"] for i in range(len(AGE_BUCKETS))]
+    buckets[0] += waiting["waiting"] - sum(buckets)
+    return Backlog(
+        waiting=waiting["waiting"],
+        overdue=waiting["overdue"],
+        buckets=tuple(
+            AgeBucket(label, count)
+            for (label, _, _), count in zip(AGE_BUCKETS, buckets, strict=True)
+        ),
+        oldest_opened_at=waiting["oldest"],
+        decided_last_hour=decided,
+        throughput_per_hour=float(decided),
+        drain_seconds=waiting["waiting"] / decided * 3600 if decided else None,
+    )
+
+
+@dataclass(frozen=True)
+class ReviewerStats:
+    """One person's decisions in a period. Rates are shares of their decisions (0 to 1);
+    audit_agreement is the share of their blind audits that matched the model (None without
+    audits)."""
+
+    user_id: int
+    username: str
+    decisions: int
+    decisions_per_hour: float
+    median_handling_seconds: float | None
+    approved: int
+    edited: int
+    rejected: int
+    approve_rate: float
+    edit_rate: float
+    reject_rate: float
+    audits: int
+    audit_agreement: float | None
+
+
+def reviewer_stats_list(
+    *, user, since: datetime | None = None, until: datetime | None = None
+) -> list[ReviewerStats]:
+    """Statistics of everyone who decided tasks from `since` (default: 24 hours ago) until
+    `until` (default: now), by username. Operators see every person; a reviewer sees their
+    own row; clients none. One aggregate query, and one indexed query per person for the
+    median."""
+    until = until or timezone.now()
+    since = since or until - timedelta(hours=24)
+    role = role_of(user)
+    decided = ReviewTask.objects.filter(
+        status=ReviewTask.Status.DECIDED,
+        decided_at__gte=since,
+        decided_at__lt=until,
+        decided_by__isnull=False,
+    )
+    if role == Role.REVIEWER:
+        decided = decided.filter(decided_by=user)
+    elif role != Role.OPERATOR:
+        return []
+    Decision = ReviewTask.Decision
+    audit = Q(kind=ReviewTask.Kind.AUDIT)
+    rows = (
+        decided.order_by()
+        .values("decided_by", "decided_by__username")
+        .annotate(
+            decisions=Count("id"),
+            approved=Count("id", filter=Q(decision=Decision.APPROVE)),
+            edited=Count("id", filter=Q(decision=Decision.EDIT)),
+            rejected=Count("id", filter=Q(decision=Decision.REJECT)),
+            audits=Count("id", filter=audit),
+            audits_judged=Count("id", filter=audit & Q(agreed__isnull=False)),
+            audits_agreed=Count("id", filter=audit & Q(agreed=True)),
+            timed=Count("handling_seconds"),
+        )
+        .order_by("decided_by__username")
+    )
+    hours = max((until - since).total_seconds() / 3600, 1 / 60)
+    stats = []
+    for row in rows:
+        n = row["decisions"]
+        stats.append(
+            ReviewerStats(
+                user_id=row["decided_by"],
+                username=row["decided_by__username"],
+                decisions=n,
+                decisions_per_hour=n / hours,
+                median_handling_seconds=_median_handling(
+                    decided.filter(decided_by=row["decided_by"]), row["timed"]
+                ),
+                approved=row["approved"],
+                edited=row["edited"],
+                rejected=row["rejected"],
+                approve_rate=row["approved"] / n,
+                edit_rate=row["edited"] / n,
+                reject_rate=row["rejected"] / n,
+                audits=row["audits"],
+                audit_agreement=row["audits_agreed"] / row["audits_judged"]
+                if row["audits_judged"]
+                else None,
+            )
+        )
+    return stats
+
+
+def _median_handling(tasks: QuerySet[ReviewTask], count: int) -> float | None:
+    """The median handling time of `count` timed tasks: the middle one or two rows only."""
+    if not count:
+        return None
+    middle = list(
+        tasks.filter(handling_seconds__isnull=False)
+        .order_by("handling_seconds")
+        .values_list("handling_seconds", flat=True)[(count - 1) // 2 : count // 2 + 1]
+    )
+    return statistics.fmean(middle) if middle else None
+
+
+def audit_outcome_list(*, step: Step, limit: int = 10_000) -> list[Outcome]:
+    """The step's blind audits as threshold outcomes: the model's confidence in an accepted
+    output and whether a person gave the same answer. Newest first, at most `limit`."""
+    rows = (
+        ReviewTask.objects.filter(
+            step=step,
+            kind=ReviewTask.Kind.AUDIT,
+            status=ReviewTask.Status.DECIDED,
+            confidence__isnull=False,
+            agreed__isnull=False,
+        )
+        .order_by("-decided_at")
+        .values_list("confidence", "agreed")[:limit]
+    )
+    return [Outcome(confidence=confidence, correct=agreed) for confidence, agreed in rows]

@@ -7,14 +7,14 @@ from django.views.decorators.http import require_GET
 from controlplane.access import role_required
 from controlplane.roles import Role
 from controlplane.selectors import client_list_for_user
-from review.selectors import review_item_list_for_user
+from review.selectors import task_open_list_for_user
 
 
 @require_GET
 @role_required(Role.OPERATOR, Role.REVIEWER)
 def review_queue(request: HttpRequest) -> HttpResponse:
     context = {
-        "items": review_item_list_for_user(user=request.user),
+        "tasks": task_open_list_for_user(user=request.user),
         "clients": client_list_for_user(user=request.user),
     }
     return render(request, "review/queue.html", context)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from pipelines.models import Item
 from tests.conftest import login
 from tests.factories import ItemFactory
 
@@ -39,9 +38,15 @@ def test_the_item_page_shows_the_ledger(world):
     assert 'data-testid="ledger"' in html
 
 
-def test_a_reviewer_sees_only_their_clients_items_in_review(world, acme_pipeline, globex_pipeline):
-    mine = ItemFactory(pipeline=acme_pipeline, status=Item.Status.IN_REVIEW)
-    theirs = ItemFactory(pipeline=globex_pipeline, status=Item.Status.IN_REVIEW)
+def test_a_reviewer_sees_only_their_queues_tasks_in_review(world, acme_pipeline, globex_pipeline):
+    from tests.reviewing import classify_step, hold, join
+
+    globex_step = classify_step(globex_pipeline, world["operator"], slug="clause", name="Clause")
+    join(world["acme_step"], world["reviewer"])
+    mine = ItemFactory(pipeline=acme_pipeline)
+    theirs = ItemFactory(pipeline=globex_pipeline)
+    hold(mine, world["acme_step"])
+    hold(theirs, globex_step)
     html = login(world["reviewer"]).get(reverse("review-queue")).content.decode()
     assert f"#{mine.pk}<" in html
     assert f"#{theirs.pk}<" not in html

@@ -65,7 +65,7 @@ def test_the_admin_lists_every_model_of_sluice(operator):
 
     ours = [
         model
-        for app in ("controlplane", "pipelines")
+        for app in ("controlplane", "pipelines", "review")
         for model in apps.get_app_config(app).get_models()
     ]
     missing = [model.__name__ for model in ours if model not in admin.site._registry]

@@ -1,0 +1,144 @@
+"""A person's decision on an item the gate held: it goes on to its next step or is finished
+(accepted, or rejected), with its ledger event, rollup count and delivery, in the caller's
+transaction. Layers above call these; `pipelines` never knows who decided or how."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from pipelines.models import Item, LedgerEvent, Step
+from pipelines.services.delivery import deliveries_open
+from pipelines.services.ingest import engine_wake
+from pipelines.services.rollups import latencies_add, rollups_add
+
+_SAVED = (
+    "status",
+    "step_position",
+    "attempts",
+    "next_attempt_at",
+    "outputs",
+    "result",
+    "hold_reason",
+    "error_class",
+    "error_message",
+    "finished_at",
+    "updated_at",
+)
+
+
+def _held_item(item_id: int) -> tuple[Item, str, bool]:
+    """The item, locked, with the slug of the step it waits at and whether a step follows.
+    Raises ValidationError (code not_in_review) unless it waits for a person."""
+    items = Item.objects.select_related("pipeline__client")
+    if connection.vendor == "postgresql":
+        items = items.select_for_update(of=("self",))
+    item = items.get(pk=item_id)
+    if item.status != Item.Status.IN_REVIEW:
+        raise ValidationError(
+            f"Item {item.pk} is not waiting for review (it is {item.status}).",
+            code="not_in_review",
+        )
+    positions = dict(
+        Step.objects.filter(pipeline_id=item.pipeline_id).values_list("position", "slug")
+    )
+    slug = positions.get(item.step_position, f"step-{item.step_position}")
+    return item, slug, item.step_position + 1 in positions
+
+
+def _finish(item: Item, *, from_status: str, actor_label: str, detail: Mapping[str, Any]) -> None:
+    now = item.updated_at
+    item.hold_reason = ""
+    item.error_class = ""
+    item.error_message = ""
+    item.save(update_fields=_SAVED)
+    LedgerEvent.objects.create(
+        item=item,
+        actor=actor_label[:150],
+        from_status=from_status,
+        to_status=item.status,
+        detail=dict(detail),
+    )
+    counter = {
+        Item.Status.ACCEPTED: "accepted",
+        Item.Status.DELIVERING: "accepted",
+        Item.Status.REJECTED: "rejected",
+    }.get(item.status)
+    if counter:
+        rollups_add({item.pipeline_id: {counter: 1}}, at=now)
+        deliveries_open(items=[item])
+    # As the engine counts it: end to end stops here unless a delivery is still to come.
+    if item.status == Item.Status.ACCEPTED or (
+        item.status == Item.Status.REJECTED and not item.pipeline.client.webhook_url
+    ):
+        latencies_add(
+            {(item.pipeline_id, "end_to_end"): [(now - item.created_at).total_seconds()]}, at=now
+        )
+
+
+@transaction.atomic
+def item_resume(*, item_id: int, output: Any, actor_label: str, detail: Mapping[str, Any]) -> Item:
+    """Continue a held item with `output` as its step's output: queued at its next step, or
+    accepted (delivering when its client has a webhook) after its last. Raises
+    ValidationError (code not_in_review) when the item no longer waits for a person."""
+    item, slug, has_next = _held_item(item_id)
+    now = timezone.now()
+    entry = dict(item.outputs.get(slug) or {})
+    entry["model_output"] = entry.get("output")
+    entry.update(output=output, decided_by=actor_label)
+    item.outputs = {**item.outputs, slug: entry}
+    item.updated_at = now
+    detail = {"step": slug, **detail}
+    if has_next:
+        item.status = Item.Status.QUEUED
+        item.step_position += 1
+        item.attempts = 0
+        item.next_attempt_at = None
+        detail["next_step"] = item.step_position
+        transaction.on_commit(engine_wake)
+    else:
+        item.result = output
+        item.finished_at = now
+        has_webhook = bool(item.pipeline.client.webhook_url)
+        item.status = Item.Status.DELIVERING if has_webhook else Item.Status.ACCEPTED
+    _finish(item, from_status=Item.Status.IN_REVIEW, actor_label=actor_label, detail=detail)
+    return item
+
+
+@transaction.atomic
+def item_reject(*, item_id: int, reason: str, actor_label: str, detail: Mapping[str, Any]) -> Item:
+    """End a held item rejected for `reason` (what its client reads), delivered as such when
+    its client has a webhook. Raises ValidationError (code not_in_review) when the item no
+    longer waits for a person."""
+    item, slug, _ = _held_item(item_id)
+    now = timezone.now()
+    entry = dict(item.outputs.get(slug) or {})
+    entry.update(decided_by=actor_label, rejected_reason=reason)
+    item.outputs = {**item.outputs, slug: entry}
+    item.status = Item.Status.REJECTED
+    item.finished_at = now
+    item.updated_at = now
+    _finish(
+        item,
+        from_status=Item.Status.IN_REVIEW,
+        actor_label=actor_label,
+        detail={"step": slug, "reason": reason, **detail},
+    )
+    return item
+
+
+def item_ledger_note(*, item_id: int, actor_label: str, detail: Mapping[str, Any]) -> LedgerEvent:
+    """Record on an item's timeline something a person did that does not change its status
+    (a blind audit of its accepted output)."""
+    status = Item.objects.filter(pk=item_id).values_list("status", flat=True).get()
+    return LedgerEvent.objects.create(
+        item_id=item_id,
+        actor=actor_label[:150],
+        from_status=status,
+        to_status=status,
+        detail=dict(detail),
+    )
