@@ -1,0 +1,1 @@
+"""Benchmarks, load and chaos scenarios: each prints its figures and writes them to docs/."""
