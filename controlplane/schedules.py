@@ -29,6 +29,12 @@ SCHEDULES: tuple[Recurring, ...] = (
     Recurring(
         name="sluice.review_escalate", func="review.tasks.tasks_escalate_overdue_task", minutes=1
     ),
+    # Alert rules on the rollups: open, update and resolve alerts, and notify.
+    Recurring(
+        name="sluice.alerts",
+        func="controlplane.monitoring.alert_tasks.alerts_evaluate_task",
+        minutes=1,
+    ),
 )
 
 

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "controlplane",
     "pipelines",
     "review",
+    "controlplane.monitoring",
 ]
 
 MIDDLEWARE = [
@@ -261,8 +262,8 @@ if PRODUCTION:
     if envbool("SLUICE_BEHIND_PROXY", default=True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", default=True)
-    # Probes reach the pods over plain HTTP.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # Probes and Prometheus reach the pods over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000, minimum=0)
@@ -318,13 +319,24 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # --- Logging --------------------------------------------------------------------------------
 
 LOG_LEVEL = envchoice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+# json: one JSON object per line with the item, pipeline, step and attempt ids of the work a
+# record is about (controlplane/logs.py); text: the same ids appended as key=value.
+LOG_FORMAT = envchoice("SLUICE_LOG_FORMAT", "json" if PRODUCTION else "text", ("text", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "controlplane.logs.LogContextFilter"}},
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "controlplane.logs.TextFormatter"},
+        "json": {"()": "controlplane.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # django-q2 logs two INFO lines per task; keep them out of production logs.
@@ -332,3 +344,14 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
     },
 }
+
+# --- Monitoring -----------------------------------------------------------------------------
+
+# /metrics answers scrapes that send `Authorization: Bearer <this>`; unset, it does not exist.
+SLUICE_METRICS_TOKEN = envstr("SLUICE_METRICS_TOKEN")
+if SLUICE_METRICS_TOKEN and len(SLUICE_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("SLUICE_METRICS_TOKEN must be at least 16 characters")
+# Alert rules that POST to a webhook and name none use this (Slack-compatible incoming webhook).
+SLUICE_ALERT_WEBHOOK_URL = envstr("SLUICE_ALERT_WEBHOOK_URL")
+# Where people reach Sluice (https://sluice.example.com), for links in alert emails.
+SLUICE_BASE_URL = envstr("SLUICE_BASE_URL").rstrip("/")

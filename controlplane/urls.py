@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from controlplane import views
 from controlplane.api import api
+from controlplane.monitoring import views as monitoring_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -28,6 +29,13 @@ urlpatterns = [
     path("people/", views.person_list, name="person-list"),
     path("system/", views.system_status, name="system-status"),
     path("audit/", views.audit_list, name="audit-list"),
+    path("dashboards/", monitoring_views.dashboard_overview, name="dashboard-overview"),
+    path(
+        "dashboards/<slug:client_slug>/<slug:slug>/",
+        monitoring_views.dashboard_pipeline,
+        name="dashboard-pipeline",
+    ),
+    path("", include("controlplane.monitoring.alert_urls")),
     path("", include("pipelines.urls")),
     path("", include("review.urls")),
     path("api/", api.urls),

@@ -142,6 +142,51 @@ MATRIX = {
         dict.fromkeys(PERSONAS, 405),
     ),
     "audit-list": (lambda w: reverse("audit-list"), OPERATOR_ONLY),
+    "dashboard-overview": (
+        lambda w: reverse("dashboard-overview"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 200,
+            "client_b": 200,
+            "no_role": 403,
+        },
+    ),
+    "dashboard-pipeline": (
+        lambda w: reverse("dashboard-pipeline", args=["acme", "triage"]),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 200,
+            "client_b": 404,
+            "no_role": 403,
+        },
+    ),
+    "alert-list": (lambda w: reverse("alert-list"), OPERATOR_ONLY),
+    "alert-banner": (lambda w: reverse("alert-banner"), OPERATOR_ONLY),
+    # POST only (see tests/test_alerts_pages.py for who may).
+    "alert-acknowledge": (
+        lambda w: reverse("alert-acknowledge", args=[1]),
+        dict.fromkeys(PERSONAS, 405),
+    ),
+    "alert-resolve": (
+        lambda w: reverse("alert-resolve", args=[1]),
+        dict.fromkeys(PERSONAS, 405),
+    ),
+    "alert-rule-list": (lambda w: reverse("alert-rule-list"), OPERATOR_ONLY),
+    "alert-rule-pipeline": (
+        lambda w: reverse("alert-rule-pipeline", args=["acme", "triage"]),
+        OPERATOR_ONLY,
+    ),
+    "alert-rule-edit": (
+        lambda w: reverse("alert-rule-edit", args=[w["acme_item"].pipeline.alert_rules.first().pk]),
+        OPERATOR_ONLY,
+    ),
+    # Scrapes authenticate with the metrics token, not a session; without a token configured
+    # (as here) the endpoint does not exist. See tests/test_prometheus.py.
+    "metrics": (lambda w: reverse("metrics"), dict.fromkeys(PERSONAS, 404)),
     "dead-letter-list": (lambda w: reverse("dead-letter-list"), OPERATOR_ONLY),
     "review-queue": (
         lambda w: reverse("review-queue"),
@@ -153,6 +198,33 @@ MATRIX = {
             "client_b": 403,
             "no_role": 403,
         },
+    ),
+    # Reviewers see the backlog of their own queues and their own statistics.
+    "review-backlog": (
+        lambda w: reverse("review-backlog"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 200,
+            "client_a": 403,
+            "client_b": 403,
+            "no_role": 403,
+        },
+    ),
+    "review-stats": (
+        lambda w: reverse("review-stats"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 200,
+            "client_a": 403,
+            "client_b": 403,
+            "no_role": 403,
+        },
+    ),
+    "review-audit-threshold": (
+        lambda w: reverse("review-audit-threshold", args=[w["acme_step"].pk]),
+        OPERATOR_ONLY,
     ),
     "client-list": (
         lambda w: reverse("client-list"),

@@ -28,9 +28,11 @@ def nav_labels(page) -> list[str]:
             "/pipelines/",
             [
                 "Pipelines",
+                "Dashboards",
                 "Review",
                 "Dead letters",
                 "Providers",
+                "Alerts",
                 "Clients",
                 "People",
                 "Audit",
@@ -38,7 +40,7 @@ def nav_labels(page) -> list[str]:
             ],
         ),
         ("reviewer", "rita", "/review/", ["Review"]),
-        ("client_a", "alice", "/pipelines/", ["Pipelines"]),
+        ("client_a", "alice", "/pipelines/", ["Pipelines", "Dashboards"]),
     ],
 )
 def test_each_persona_signs_in_and_sees_its_navigation(

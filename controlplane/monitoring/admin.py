@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from controlplane.admin_base import EmergencyOnlyAdmin
+from controlplane.monitoring.models import Alert, AlertRule
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(EmergencyOnlyAdmin):
+    list_display = ["kind", "pipeline", "threshold", "window_minutes", "enabled", "updated_at"]
+    list_filter = ["kind", "enabled"]
+
+
+@admin.register(Alert)
+class AlertAdmin(EmergencyOnlyAdmin):
+    list_display = ["opened_at", "state", "summary", "last_seen_at", "resolved_at"]
+    list_filter = ["state", "rule__kind"]
+    search_fields = ["summary", "subject"]

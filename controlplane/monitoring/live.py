@@ -1,0 +1,381 @@
+"""What the dashboards show, read once per tick and fanned out to every viewer in the process.
+
+A dashboard page is rendered from `dashboard_read`; its websocket then subscribes to the process's
+one `ticker`. The ticker runs while anyone watches: about once a second it reads the rollups, the
+live gauges, the budgets and (for operators) the breakers and worker heartbeats for the union of
+the pipelines its viewers watch, builds one update per subscription (a subscription is what a
+viewer watches: a set of pipelines, a range, and whether operations details are shown), and sends
+that same text to every consumer of the subscription. A hundred viewers of one dashboard cost the
+same queries as one.
+
+The ticker keeps in memory the per-pipeline minutes of the current and previous hour (re-reading
+only the last few minutes each tick) and the gauge samples of the last quarter hour, so the queue
+depth chart has a history although gauges are not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from controlplane.monitoring.figures import (
+    BudgetBar,
+    Sample,
+    charts_build,
+    tiles_build,
+    traces_of,
+    x_of,
+)
+from controlplane.selectors import heartbeat_list
+from pipelines import metrics
+from pipelines.metrics import DEFAULT_RANGE, RANGES, Point
+from pipelines.models import Pipeline
+from pipelines.selectors import pipeline_get_for_user, pipeline_list_for_user, provider_list
+from pipelines.services.breaker import breaker_states
+from pipelines.services.budgets import Budget, budgets_for, day_bounds
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+# Minutes re-read on every tick: a batch that finishes late still lands in a minute re-read.
+LIVE_MINUTES = 3
+# The tiles' rates (items per minute, p95, error rate) cover the last five minutes.
+RECENT_MINUTES = 5
+# Gauge samples kept per pipeline: a quarter hour at one per tick.
+SAMPLES_KEPT = 900
+# A worker cluster that has not reported for this long is shown as silent.
+HEARTBEAT_SILENT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a viewer watches; viewers with equal subscriptions share every update."""
+
+    pipeline_ids: tuple[int, ...]
+    range_name: str
+    # One pipeline's dashboard (with its SLA line) rather than the overview.
+    single: bool
+    # Breakers and worker heartbeats: provider names and hosts are for operators only.
+    operations: bool
+
+
+class Viewer(Protocol):
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None: ...
+
+
+def dashboard_scope(*, user, client_slug: str = "", slug: str = "") -> list[Pipeline]:
+    """The pipelines a dashboard shows: the one named (404 outside the user's clients) or every
+    pipeline the user may see."""
+    if slug:
+        return [pipeline_get_for_user(user=user, client_slug=client_slug, slug=slug)]
+    return list(pipeline_list_for_user(user=user).order_by("client__name", "name"))
+
+
+def range_name_of(value: str | None) -> str:
+    return value if value in RANGES else DEFAULT_RANGE
+
+
+def dashboard_read(
+    *,
+    pipelines: Sequence[Pipeline],
+    single: bool,
+    range_name: str,
+    operations: bool,
+    now: datetime,
+    samples: Sequence[Sample] = (),
+) -> dict[str, Any]:
+    """Everything a dashboard shows over its whole range, read from the rollups: the page is
+    rendered from it and a (re)subscribing websocket receives it as its snapshot."""
+    range_name = range_name_of(range_name)
+    since, until, resolution = metrics.range_bounds(range_name, now=now)
+    ids = [p.pk for p in pipelines]
+    points = metrics.series(pipeline_ids=ids, since=since, until=until, resolution=resolution)
+    if resolution == "minute":
+        recent_points = points[-RECENT_MINUTES:]
+    else:
+        recent_points = metrics.series(
+            pipeline_ids=ids, since=until - timedelta(minutes=RECENT_MINUTES), until=until
+        )
+    gauges = metrics.gauges_total(metrics.gauges(pipeline_ids=ids))
+    costs = metrics.cost_since(pipeline_ids=ids, since=day_bounds(now)[0])
+    payload: dict[str, Any] = {
+        "type": "snapshot",
+        "range": range_name,
+        "since": x_of(since),
+        "charts": charts_build(
+            points=points,
+            samples=[*(s for s in samples if s.at >= since), Sample(now, gauges)],
+            budgets=budget_bars(pipelines, budgets_for(pipelines, now=now)),
+            resolution=resolution,
+            sla_seconds=pipelines[0].latency_target_seconds if single and pipelines else None,
+        ),
+        "tiles": tiles_build(
+            recent=metrics.totals(recent_points),
+            minutes=RECENT_MINUTES,
+            gauges=gauges,
+            cost_today=sum((c for c, _ in costs.values()), Decimal(0)),
+            saved_today=sum((s for _, s in costs.values()), Decimal(0)),
+        ),
+    }
+    if operations:
+        payload.update(operations_read(now=now))
+    return payload
+
+
+def budget_bars(pipelines: Iterable[Pipeline], budgets: dict[int, list[Budget]]) -> list[BudgetBar]:
+    """One bar per budget: a pipeline's own per day, its client's per month (once per client)."""
+    bars: dict[tuple[str, int], BudgetBar] = {}
+    for pipeline in pipelines:
+        for budget in budgets.get(pipeline.pk, []):
+            if budget.scope == "pipeline":
+                key, owner = ("pipeline", pipeline.pk), pipeline.name
+            else:
+                key, owner = ("client", pipeline.client_id), pipeline.client.name
+            label = f"{owner} · {budget.label}"
+            bars.setdefault(key, BudgetBar(label=label, spent=budget.spent, limit=budget.limit))
+    return list(bars.values())
+
+
+def operations_read(*, now: datetime) -> dict[str, list[dict[str, Any]]]:
+    """Breaker states per provider and worker heartbeats, as shown to operators."""
+    providers = list(provider_list().prefetch_related(None).order_by("name"))
+    states = breaker_states(providers)
+    breakers = [
+        {
+            "provider": p.name,
+            "kind": p.get_kind_display(),
+            "state": states[p.pk].state_label,
+            "failures": states[p.pk].failures,
+        }
+        for p in providers
+    ]
+    workers = []
+    for beat in heartbeat_list():
+        age = max(0.0, (now - beat.last_seen).total_seconds())
+        workers.append(
+            {
+                "host": beat.host,
+                "cluster": beat.cluster,
+                "pid": beat.pid,
+                "seen": f"{age:.0f} s ago",
+                "status": "alive" if age < HEARTBEAT_SILENT_SECONDS else "silent",
+            }
+        )
+    return {"breakers": breakers, "workers": workers}
+
+
+def _hour_of(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def _summed(points: Iterable[Point], at: datetime) -> Point:
+    total = metrics.totals(list(points))
+    total.at = at
+    return total
+
+
+class Ticker:
+    """One per web process: reads once per tick for every viewer of the process (see above)."""
+
+    def __init__(self, *, interval: float = TICK_SECONDS) -> None:
+        self.interval = interval
+        self.viewers: dict[Subscription, set[Viewer]] = {}
+        self.subscriptions: dict[Viewer, Subscription] = {}
+        self.minutes: dict[int, dict[datetime, Point]] = {}
+        self.samples: dict[int, deque[tuple[datetime, dict[str, int]]]] = {}
+        self.task: asyncio.Task | None = None
+
+    # --- viewers ---------------------------------------------------------------------------
+
+    async def subscribe(self, viewer: Viewer, subscription: Subscription) -> None:
+        """Send the viewer the full current window, then the updates of every tick."""
+        self.unsubscribe(viewer)
+        snapshot = await database_sync_to_async(self.snapshot)(subscription, timezone.now())
+        await viewer.send(text_data=snapshot)
+        self.subscriptions[viewer] = subscription
+        self.viewers.setdefault(subscription, set()).add(viewer)
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self.run())
+
+    def unsubscribe(self, viewer: Viewer) -> None:
+        """Stop sending to the viewer; the ticker stops by itself once nobody watches."""
+        subscription = self.subscriptions.pop(viewer, None)
+        if subscription is None:
+            return
+        viewers = self.viewers.get(subscription, set())
+        viewers.discard(viewer)
+        if not viewers:
+            self.viewers.pop(subscription, None)
+
+    async def run(self) -> None:
+        try:
+            while self.viewers:
+                started = time.monotonic()
+                try:
+                    await self.tick()
+                except Exception:
+                    logger.exception("dashboard tick failed")
+                await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
+        finally:
+            if not self.viewers:
+                self.minutes.clear()
+                self.samples.clear()
+
+    async def tick(self) -> None:
+        """One read for every subscription, one send of the same text per viewer."""
+        subscriptions = list(self.viewers)
+        if not subscriptions:
+            return
+        texts = await database_sync_to_async(self.read)(subscriptions, timezone.now())
+        sends = [
+            viewer.send(text_data=texts[subscription])
+            for subscription in subscriptions
+            if subscription in texts
+            for viewer in list(self.viewers.get(subscription, ()))
+        ]
+        for outcome in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                logger.warning("dashboard update not sent: %s", outcome)
+
+    # --- reading (in a database thread) -----------------------------------------------------
+
+    def snapshot(self, subscription: Subscription, now: datetime) -> str:
+        pipelines = list(
+            Pipeline.objects.filter(pk__in=subscription.pipeline_ids)
+            .select_related("client")
+            .order_by("pk")
+        )
+        payload = dashboard_read(
+            pipelines=pipelines,
+            single=subscription.single,
+            range_name=subscription.range_name,
+            operations=subscription.operations,
+            now=now,
+            samples=self.samples_of(subscription.pipeline_ids),
+        )
+        return json.dumps(payload, cls=DjangoJSONEncoder)
+
+    def samples_of(self, pipeline_ids: Iterable[int]) -> list[Sample]:
+        """The gauges sampled so far, summed over the pipelines, oldest first."""
+        summed: dict[datetime, dict[str, int]] = {}
+        for pid in pipeline_ids:
+            for at, values in self.samples.get(pid, ()):
+                total = summed.setdefault(at, {})
+                for name, n in values.items():
+                    total[name] = total.get(name, 0) + n
+        return [Sample(at, summed[at]) for at in sorted(summed)]
+
+    def read(self, subscriptions: Sequence[Subscription], now: datetime) -> dict[Subscription, str]:
+        """The tick's one read for the union of the pipelines watched, and each subscription's
+        update built from it."""
+        ids = sorted({pid for s in subscriptions for pid in s.pipeline_ids})
+        pipelines = {p.pk: p for p in Pipeline.objects.filter(pk__in=ids).select_related("client")}
+        ids = sorted(pipelines)
+        self._forget_others(ids)
+        self._read_minutes(ids, now)
+        gauges = metrics.gauges(pipeline_ids=ids)
+        for pid, values in gauges.items():
+            self.samples.setdefault(pid, deque(maxlen=SAMPLES_KEPT)).append((now, values))
+        budgets = budgets_for(pipelines.values(), now=now)
+        costs = metrics.cost_since(pipeline_ids=ids, since=day_bounds(now)[0])
+        operations = operations_read(now=now) if any(s.operations for s in subscriptions) else None
+        texts = {}
+        for subscription in subscriptions:
+            watched = [pipelines[pid] for pid in subscription.pipeline_ids if pid in pipelines]
+            update = self._update(subscription, watched, gauges, budgets, costs, now)
+            if subscription.operations and operations is not None:
+                update.update(operations)
+            texts[subscription] = json.dumps(update, cls=DjangoJSONEncoder)
+        return texts
+
+    def _forget_others(self, ids: Sequence[int]) -> None:
+        for pid in set(self.minutes) - set(ids):
+            del self.minutes[pid]
+        for pid in set(self.samples) - set(ids):
+            del self.samples[pid]
+
+    def _read_minutes(self, ids: Sequence[int], now: datetime) -> None:
+        """Keep the minutes of the current and previous hour: pipelines seen before re-read only
+        their last LIVE_MINUTES minutes, new ones read the two hours once."""
+        current = metrics.range_bounds("15m", now=now)[1] - timedelta(minutes=1)
+        until = current + timedelta(minutes=1)
+        keep_from = _hour_of(current) - timedelta(hours=1)
+        known = [pid for pid in ids if pid in self.minutes]
+        new = [pid for pid in ids if pid not in self.minutes]
+        if known:
+            since = current - timedelta(minutes=LIVE_MINUTES - 1)
+            fresh = metrics.series_by_pipeline(pipeline_ids=known, since=since, until=until)
+            for pid in known:
+                kept = self.minutes[pid]
+                for at in [at for at in kept if at >= since or at < keep_from]:
+                    del kept[at]
+                kept.update(fresh[pid])
+        if new:
+            fresh = metrics.series_by_pipeline(pipeline_ids=new, since=keep_from, until=until)
+            self.minutes.update(fresh)
+
+    def _update(
+        self,
+        subscription: Subscription,
+        pipelines: Sequence[Pipeline],
+        gauges: dict[int, dict[str, int]],
+        budgets: dict[int, list[Budget]],
+        costs: dict[int, tuple[Decimal, Decimal]],
+        now: datetime,
+    ) -> dict[str, Any]:
+        since, until, resolution = metrics.range_bounds(subscription.range_name, now=now)
+        ids = [p.pk for p in pipelines]
+        minutes = [self.minutes.get(pid, {}) for pid in ids]
+        current = until - timedelta(minutes=1)
+        if resolution == "minute":
+            ats = [current - timedelta(minutes=k) for k in reversed(range(LIVE_MINUTES))]
+            points = [_summed((m[at] for m in minutes if at in m), at) for at in ats]
+        else:
+            hours = [_hour_of(current) - timedelta(hours=1), _hour_of(current)]
+            points = [
+                _summed((p for m in minutes for at, p in m.items() if _hour_of(at) == h), h)
+                for h in hours
+            ]
+        recent_from = until - timedelta(minutes=RECENT_MINUTES)
+        recent = _summed((p for m in minutes for at, p in m.items() if at >= recent_from), now)
+        total = metrics.gauges_total({pid: gauges.get(pid, {}) for pid in ids})
+        charts = charts_build(
+            points=points,
+            samples=[Sample(now, total)],
+            budgets=budget_bars(pipelines, {pid: budgets.get(pid, []) for pid in ids}),
+            resolution=resolution,
+            sla_seconds=None,
+        )
+        return {
+            "type": "update",
+            "at": x_of(now),
+            "since": x_of(since),
+            "charts": {
+                name: {"figure": figure} if name == "budget" else {"traces": traces_of(figure)}
+                for name, figure in charts.items()
+            },
+            "tiles": tiles_build(
+                recent=recent,
+                minutes=RECENT_MINUTES,
+                gauges=total,
+                cost_today=sum((costs.get(pid, (0, 0))[0] for pid in ids), Decimal(0)),
+                saved_today=sum((costs.get(pid, (0, 0))[1] for pid in ids), Decimal(0)),
+            ),
+        }
+
+
+# The process's one ticker: every dashboard websocket of this process subscribes here.
+ticker = Ticker()
