@@ -352,3 +352,17 @@ def test_no_audit_rate_samples_nothing(operator, acme_step):
     finally:
         items_sampled_for_audit.disconnect(receiver)
     assert calls == []
+
+
+# --- Logs ------------------------------------------------------------------------------------
+
+
+def test_an_item_that_does_not_pass_is_logged_with_its_ids(operator, acme_step, caplog):
+    model = simulated_route(acme_step, operator, failure_rates={"transient": 1.0})
+    Provider.objects.filter(pk=model.provider_id).update(breaker_failure_threshold=100)
+    [item] = submit(acme_step.pipeline, "fails")
+    with caplog.at_level("INFO", logger="pipelines.services.engine"):
+        engine_run_batch(worker=WORKER)
+    [record] = [r for r in caplog.records if "running -> waiting_retry" in r.getMessage()]
+    assert record.item_id == item.pk and record.pipeline_id == acme_step.pipeline_id
+    assert record.error_class == "transient" and record.worker == WORKER

@@ -25,6 +25,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from controlplane.bulk import rows_update
+from controlplane.logs import log_context, log_fields
 from controlplane.services import audit_record
 from pipelines.gate import GateVerdict, gate_evaluate, input_text
 from pipelines.models import (
@@ -489,6 +490,16 @@ async def _call_all(
         return providers[key]
 
     async def run(work: Work) -> None:
+        # Each call is its own asyncio task, so its log records carry its own item's ids.
+        with log_context(
+            item_id=work.item.pk,
+            pipeline_id=work.item.pipeline_id,
+            step_id=work.step.pk,
+            attempt=work.item.attempts,
+        ):
+            await call(work)
+
+    async def call(work: Work) -> None:
         for model in work.candidates:
             refusal = admission.take(model.provider_id)
             if refusal is not None:
@@ -698,6 +709,21 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
     for work in plans:
         item = work.item
         outcome = _decide(work, steps_count)
+        if outcome.status != Item.Status.ACCEPTED and logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "item %s: running -> %s",
+                item.pk,
+                outcome.status,
+                extra=log_fields(
+                    item_id=item.pk,
+                    pipeline_id=item.pipeline_id,
+                    step_id=work.step.pk if work.step else None,
+                    attempt=item.attempts,
+                    worker=worker,
+                    error_class=outcome.detail.get("error_class") or None,
+                    model=str(work.model) if work.model else None,
+                ),
+            )
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         result = work.result
         if result is not None:
@@ -911,12 +937,13 @@ def _pipeline_pause_for_system_error(*, pipeline_id: int, reason: str) -> None:
 
 def engine_run_batch(*, worker: str, limit: int = BATCH_SIZE) -> dict[str, int]:
     """Claim one batch, run it, write it. Returns how many items ended in each status."""
-    items = items_claim(worker=worker, limit=limit)
-    if not items:
-        return {}
-    plans = _plan(items)
-    _run_calls(plans)
-    return _apply(plans, worker=worker)
+    with log_context(worker=worker):
+        items = items_claim(worker=worker, limit=limit)
+        if not items:
+            return {}
+        plans = _plan(items)
+        _run_calls(plans)
+        return _apply(plans, worker=worker)
 
 
 def engine_drain(*, worker: str, seconds: float = 30.0) -> dict[str, int]:
