@@ -8,7 +8,6 @@ import json
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
@@ -18,6 +17,7 @@ from django.utils import timezone
 from controlplane.asgi import application
 from controlplane.monitoring.live import Subscription, Ticker, ticker
 from pipelines.services.rollups import rollups_add
+from tests.aio import run_async
 from tests.conftest import login
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,7 +37,7 @@ def _communicator(headers) -> WebsocketCommunicator:
 
 
 def _run(coroutine_function):
-    return async_to_sync(coroutine_function)()
+    return run_async(coroutine_function)
 
 
 async def _subscribe(communicator, pipeline: str, range_name: str = "15m"):
@@ -173,7 +173,7 @@ def _queries_per_tick(viewers: int, subscription: Subscription) -> tuple[int, li
         for viewer in crowd:
             local.unsubscribe(viewer)
 
-    async_to_sync(scenario)()
+    run_async(scenario)
     # Each got its snapshot, then the updates of the ticks (the ticker may have ticked on its own
     # while the crowd was still subscribing).
     assert all(json.loads(v.received[0])["type"] == "snapshot" for v in crowd)

@@ -54,7 +54,7 @@ def test_an_operator_builds_a_pipeline_publishes_and_rolls_back(
     page.get_by_role("button", name="Add a step").click()
     page.get_by_label("Name").fill("Topic")
     page.get_by_label("Slug").fill("topic")
-    page.get_by_label("Labels").fill("billing, bug, account")
+    page.locator("#id_labels").fill("billing, bug, account")
     page.get_by_label("Template").fill("Ticket from {{ customer }}: {{ text }}")
     page.get_by_role("button", name="Add step").click()
     page.get_by_text('variable "customer" is not in the input schema').wait_for()

@@ -1,0 +1,17 @@
+"""Running async test scenarios from sync tests."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+
+def run_async(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async scenario to its end on a thread of its own: a browser test earlier in the
+    session leaves Playwright's event loop running in the main thread, where async_to_sync
+    refuses to start another."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(async_to_sync(scenario)).result()
