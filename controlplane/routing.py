@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.urls import path
 
 from controlplane.monitoring.consumers import DashboardConsumer
+from review.consumers import ReviewQueueConsumer
 
 websocket_urlpatterns: list = [
     path("ws/dashboard/", DashboardConsumer.as_asgi()),
+    path("ws/review/", ReviewQueueConsumer.as_asgi()),
 ]

@@ -8,6 +8,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Min, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -17,7 +18,7 @@ from controlplane.roles import Role, role_of
 from controlplane.selectors import client_list_for_user
 from pipelines.models import Step
 from pipelines.threshold import Outcome
-from review.models import ReviewQueue, ReviewTask
+from review.models import QueueMembership, ReviewQueue, ReviewTask
 
 ACTIVE = ReviewTask.ACTIVE
 # Ages of waiting tasks on the backlog view: (label, from seconds, below seconds).
@@ -326,3 +327,73 @@ def audit_outcome_list(*, step: Step, limit: int = 10_000) -> list[Outcome]:
         .values_list("confidence", "agreed")[:limit]
     )
     return [Outcome(confidence=confidence, correct=agreed) for confidence, agreed in rows]
+
+
+@dataclass(frozen=True)
+class QueueBacklog:
+    queue: ReviewQueue
+    backlog: Backlog
+
+
+def queue_backlog_list(*, user, now: datetime | None = None) -> list[QueueBacklog]:
+    """The backlog of each queue the user works (empty queues too), by client and name, all
+    measured at the same `now`: two aggregate queries per queue."""
+    now = now or timezone.now()
+    queues = queue_list_for_user(user=user).order_by("pipeline__client__name", "name")
+    return [
+        QueueBacklog(queue=queue, backlog=backlog_get(user=user, queue=queue, now=now))
+        for queue in queues
+    ]
+
+
+def _people():
+    return get_user_model().objects.filter(is_active=True).order_by("username")
+
+
+def _operators() -> Q:
+    return Q(is_superuser=True) | Q(groups__name=Role.OPERATOR.value)
+
+
+def queue_member_list(*, queue: ReviewQueue) -> QuerySet:
+    """The people who work a queue, by username."""
+    return _people().filter(review_memberships__queue=queue)
+
+
+def queue_candidate_list(*, queue: ReviewQueue) -> QuerySet:
+    """Reviewers who serve the queue's client and are not members of the queue yet."""
+    return (
+        _people()
+        .filter(groups__name=Role.REVIEWER.value, memberships__client_id=queue.pipeline.client_id)
+        .exclude(review_memberships__queue=queue)
+        .distinct()
+    )
+
+
+def queue_person_get(*, queue: ReviewQueue, pk: int | str):
+    """A person who may be named on a queue (a member, a reviewer of its client, or an
+    operator); 404 for anyone else, so a form cannot probe other users."""
+    person_id = parse_id(pk)
+    people = _people().filter(
+        _operators()
+        | Q(review_memberships__queue=queue)
+        | Q(groups__name=Role.REVIEWER.value, memberships__client_id=queue.pipeline.client_id)
+    )
+    person = people.filter(pk=person_id).first()
+    if person is None:
+        raise Http404("No such person")
+    return person
+
+
+def queue_assignee_lists(*, queue_ids: list[int]) -> dict[int, list]:
+    """Per queue, the people a task of it may be assigned to: its members, then operators.
+    Two queries whatever the number of queues."""
+    operators = list(_people().filter(_operators()).distinct())
+    members: dict[int, list] = {queue_id: [] for queue_id in queue_ids}
+    rows = (
+        QueueMembership.objects.filter(queue_id__in=queue_ids, user__is_active=True)
+        .select_related("user")
+        .order_by("user__username")
+    )
+    for membership in rows:
+        members[membership.queue_id].append(membership.user)
+    return {queue_id: [*people, *operators] for queue_id, people in members.items()}

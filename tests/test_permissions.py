@@ -23,6 +23,25 @@ OPERATOR_ONLY = {
     "no_role": 403,
 }
 
+REVIEWING = {
+    "anonymous": 302,
+    "operator": 200,
+    "reviewer": 200,
+    "client_a": 403,
+    "client_b": 403,
+    "no_role": 403,
+}
+
+
+def _acme_review_task(w):
+    """A held acme item's review task, in a queue the reviewer works."""
+    from tests.factories import ItemFactory
+    from tests.reviewing import hold, join
+
+    join(w["acme_step"], w["reviewer"])
+    return hold(ItemFactory(pipeline=w["acme_step"].pipeline), w["acme_step"])
+
+
 # url name -> (how to build the URL from the world, {persona: expected status})
 # 302 for anonymous means "sent to the login page".
 MATRIX = {
@@ -198,6 +217,28 @@ MATRIX = {
             "client_b": 403,
             "no_role": 403,
         },
+    ),
+    # The review screen; see tests/test_review_pages.py for tasks of other clients (404).
+    "review-start": (lambda w: reverse("review-start"), REVIEWING),
+    "review-task": (lambda w: reverse("review-task", args=[_acme_review_task(w).pk]), REVIEWING),
+    "review-queue-members": (
+        lambda w: reverse("review-queue-members", args=[_acme_review_task(w).queue_id]),
+        OPERATOR_ONLY,
+    ),
+    # POST only (see tests/test_review_pages.py for who may).
+    **{
+        name: (lambda w, name=name: reverse(name, args=[1]), dict.fromkeys(PERSONAS, 405))
+        for name in (
+            "review-task-claim",
+            "review-task-decide",
+            "review-task-release",
+            "review-task-renew",
+            "review-task-assign",
+        )
+    },
+    "review-queue-member-remove": (
+        lambda w: reverse("review-queue-member-remove", args=[1, 1]),
+        dict.fromkeys(PERSONAS, 405),
     ),
     # Reviewers see the backlog of their own queues and their own statistics.
     "review-backlog": (
