@@ -161,7 +161,8 @@ def test_a_held_item_from_the_engine_resumes_after_review(operator, acme_step, r
         "accepted",
     ]
     rollup = Rollup.objects.get(pipeline=acme_step.pipeline)
-    assert (rollup.held_for_review, rollup.accepted) == (1, 1)
+    assert (rollup.held_for_review, rollup.accepted, rollup.reviewed) == (1, 1, 1)
+    assert LatencyRollup.objects.filter(pipeline=acme_step.pipeline, measure="review_wait").exists()
 
 
 # --- Refused decisions ----------------------------------------------------------------------

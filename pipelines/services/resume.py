@@ -5,6 +5,7 @@ transaction. Layers above call these; `pipelines` never knows who decided or how
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -50,7 +51,14 @@ def _held_item(item_id: int) -> tuple[Item, str, bool]:
     return item, slug, item.step_position + 1 in positions
 
 
-def _finish(item: Item, *, from_status: str, actor_label: str, detail: Mapping[str, Any]) -> None:
+def _finish(
+    item: Item,
+    *,
+    from_status: str,
+    actor_label: str,
+    detail: Mapping[str, Any],
+    held_since: datetime,
+) -> None:
     now = item.updated_at
     item.hold_reason = ""
     item.error_class = ""
@@ -68,8 +76,9 @@ def _finish(item: Item, *, from_status: str, actor_label: str, detail: Mapping[s
         Item.Status.DELIVERING: "accepted",
         Item.Status.REJECTED: "rejected",
     }.get(item.status)
+    rollups_add({item.pipeline_id: {"reviewed": 1, **({counter: 1} if counter else {})}}, at=now)
+    latencies_add({(item.pipeline_id, "review_wait"): [(now - held_since).total_seconds()]}, at=now)
     if counter:
-        rollups_add({item.pipeline_id: {counter: 1}}, at=now)
         deliveries_open(items=[item])
     # As the engine counts it: end to end stops here unless a delivery is still to come.
     if item.status == Item.Status.ACCEPTED or (
@@ -86,7 +95,7 @@ def item_resume(*, item_id: int, output: Any, actor_label: str, detail: Mapping[
     accepted (delivering when its client has a webhook) after its last. Raises
     ValidationError (code not_in_review) when the item no longer waits for a person."""
     item, slug, has_next = _held_item(item_id)
-    now = timezone.now()
+    held_since, now = item.updated_at, timezone.now()
     entry = dict(item.outputs.get(slug) or {})
     entry["model_output"] = entry.get("output")
     entry.update(output=output, decided_by=actor_label)
@@ -105,7 +114,13 @@ def item_resume(*, item_id: int, output: Any, actor_label: str, detail: Mapping[
         item.finished_at = now
         has_webhook = bool(item.pipeline.client.webhook_url)
         item.status = Item.Status.DELIVERING if has_webhook else Item.Status.ACCEPTED
-    _finish(item, from_status=Item.Status.IN_REVIEW, actor_label=actor_label, detail=detail)
+    _finish(
+        item,
+        from_status=Item.Status.IN_REVIEW,
+        actor_label=actor_label,
+        detail=detail,
+        held_since=held_since,
+    )
     return item
 
 
@@ -115,7 +130,7 @@ def item_reject(*, item_id: int, reason: str, actor_label: str, detail: Mapping[
     its client has a webhook. Raises ValidationError (code not_in_review) when the item no
     longer waits for a person."""
     item, slug, _ = _held_item(item_id)
-    now = timezone.now()
+    held_since, now = item.updated_at, timezone.now()
     entry = dict(item.outputs.get(slug) or {})
     entry.update(decided_by=actor_label, rejected_reason=reason)
     item.outputs = {**item.outputs, slug: entry}
@@ -127,6 +142,7 @@ def item_reject(*, item_id: int, reason: str, actor_label: str, detail: Mapping[
         from_status=Item.Status.IN_REVIEW,
         actor_label=actor_label,
         detail={"step": slug, "reason": reason, **detail},
+        held_since=held_since,
     )
     return item
 
