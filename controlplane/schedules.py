@@ -35,6 +35,12 @@ SCHEDULES: tuple[Recurring, ...] = (
         func="controlplane.monitoring.alert_tasks.alerts_evaluate_task",
         minutes=1,
     ),
+    # Queue depth, in flight and review backlog per pipeline, kept a week for the dashboards.
+    Recurring(
+        name="sluice.gauge_samples",
+        func="controlplane.monitoring.sample_tasks.gauge_samples_take_task",
+        minutes=1,
+    ),
 )
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from controlplane.admin_base import EmergencyOnlyAdmin
-from controlplane.monitoring.models import Alert, AlertRule
+from controlplane.monitoring.models import Alert, AlertRule, GaugeSample
 
 
 @admin.register(AlertRule)
@@ -17,3 +17,10 @@ class AlertAdmin(EmergencyOnlyAdmin):
     list_display = ["opened_at", "state", "summary", "last_seen_at", "resolved_at"]
     list_filter = ["state", "rule__kind"]
     search_fields = ["summary", "subject"]
+
+
+@admin.register(GaugeSample)
+class GaugeSampleAdmin(EmergencyOnlyAdmin):
+    list_display = ["at", "pipeline", "queued", "running", "waiting_retry", "in_review"]
+    list_filter = ["pipeline"]
+    date_hierarchy = "at"

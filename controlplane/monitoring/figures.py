@@ -40,7 +40,8 @@ COLOURS = {
 
 @dataclass(frozen=True)
 class Sample:
-    """The live gauges of one tick, summed over the pipelines on the dashboard."""
+    """Gauges at one time, summed over the pipelines on the dashboard: a stored sample (a minute,
+    or an hour's peak) or the live count of one tick."""
 
     at: datetime
     gauges: Mapping[str, int]

@@ -9,8 +9,9 @@ that same text to every consumer of the subscription. A hundred viewers of one d
 same queries as one.
 
 The ticker keeps in memory the per-pipeline minutes of the current and previous hour (re-reading
-only the last few minutes each tick) and the gauge samples of the last quarter hour, so the queue
-depth chart has a history although gauges are not stored.
+only the last few minutes each tick). The queue depth and review backlog charts take their history
+from the gauge samples the schedule stores once a minute (`samples.py`), read with the rest of a
+snapshot; each tick then appends the live gauges it read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +38,7 @@ from controlplane.monitoring.figures import (
     traces_of,
     x_of,
 )
+from controlplane.monitoring.samples import gauge_sample_series
 from controlplane.selectors import heartbeat_list
 from pipelines import metrics
 from pipelines.metrics import DEFAULT_RANGE, RANGES, Point
@@ -53,8 +54,6 @@ TICK_SECONDS = 1.0
 LIVE_MINUTES = 3
 # The tiles' rates (items per minute, p95, error rate) cover the last five minutes.
 RECENT_MINUTES = 5
-# Gauge samples kept per pipeline: a quarter hour at one per tick.
-SAMPLES_KEPT = 900
 # A worker cluster that has not reported for this long is shown as silent.
 HEARTBEAT_SILENT_SECONDS = 120
 
@@ -94,10 +93,10 @@ def dashboard_read(
     range_name: str,
     operations: bool,
     now: datetime,
-    samples: Sequence[Sample] = (),
 ) -> dict[str, Any]:
-    """Everything a dashboard shows over its whole range, read from the rollups: the page is
-    rendered from it and a (re)subscribing websocket receives it as its snapshot."""
+    """Everything a dashboard shows over its whole range, read from the rollups and the gauge
+    samples, with the live gauges as the last point: the page is rendered from it and a
+    (re)subscribing websocket receives it as its snapshot."""
     range_name = range_name_of(range_name)
     since, until, resolution = metrics.range_bounds(range_name, now=now)
     ids = [p.pk for p in pipelines]
@@ -109,6 +108,7 @@ def dashboard_read(
             pipeline_ids=ids, since=until - timedelta(minutes=RECENT_MINUTES), until=until
         )
     gauges = metrics.gauges_total(metrics.gauges(pipeline_ids=ids))
+    history = gauge_sample_series(pipeline_ids=ids, since=since, until=until, resolution=resolution)
     costs = metrics.cost_since(pipeline_ids=ids, since=day_bounds(now)[0])
     payload: dict[str, Any] = {
         "type": "snapshot",
@@ -116,7 +116,7 @@ def dashboard_read(
         "since": x_of(since),
         "charts": charts_build(
             points=points,
-            samples=[*(s for s in samples if s.at >= since), Sample(now, gauges)],
+            samples=[*history, Sample(now, gauges)],
             budgets=budget_bars(pipelines, budgets_for(pipelines, now=now)),
             resolution=resolution,
             sla_seconds=pipelines[0].latency_target_seconds if single and pipelines else None,
@@ -194,7 +194,6 @@ class Ticker:
         self.viewers: dict[Subscription, set[Viewer]] = {}
         self.subscriptions: dict[Viewer, Subscription] = {}
         self.minutes: dict[int, dict[datetime, Point]] = {}
-        self.samples: dict[int, deque[tuple[datetime, dict[str, int]]]] = {}
         self.task: asyncio.Task | None = None
 
     # --- viewers ---------------------------------------------------------------------------
@@ -232,7 +231,6 @@ class Ticker:
         finally:
             if not self.viewers:
                 self.minutes.clear()
-                self.samples.clear()
 
     async def tick(self) -> None:
         """One read for every subscription, one send of the same text per viewer."""
@@ -264,19 +262,8 @@ class Ticker:
             range_name=subscription.range_name,
             operations=subscription.operations,
             now=now,
-            samples=self.samples_of(subscription.pipeline_ids),
         )
         return json.dumps(payload, cls=DjangoJSONEncoder)
-
-    def samples_of(self, pipeline_ids: Iterable[int]) -> list[Sample]:
-        """The gauges sampled so far, summed over the pipelines, oldest first."""
-        summed: dict[datetime, dict[str, int]] = {}
-        for pid in pipeline_ids:
-            for at, values in self.samples.get(pid, ()):
-                total = summed.setdefault(at, {})
-                for name, n in values.items():
-                    total[name] = total.get(name, 0) + n
-        return [Sample(at, summed[at]) for at in sorted(summed)]
 
     def read(self, subscriptions: Sequence[Subscription], now: datetime) -> dict[Subscription, str]:
         """The tick's one read for the union of the pipelines watched, and each subscription's
@@ -287,8 +274,6 @@ class Ticker:
         self._forget_others(ids)
         self._read_minutes(ids, now)
         gauges = metrics.gauges(pipeline_ids=ids)
-        for pid, values in gauges.items():
-            self.samples.setdefault(pid, deque(maxlen=SAMPLES_KEPT)).append((now, values))
         budgets = budgets_for(pipelines.values(), now=now)
         costs = metrics.cost_since(pipeline_ids=ids, since=day_bounds(now)[0])
         operations = operations_read(now=now) if any(s.operations for s in subscriptions) else None
@@ -304,8 +289,6 @@ class Ticker:
     def _forget_others(self, ids: Sequence[int]) -> None:
         for pid in set(self.minutes) - set(ids):
             del self.minutes[pid]
-        for pid in set(self.samples) - set(ids):
-            del self.samples[pid]
 
     def _read_minutes(self, ids: Sequence[int], now: datetime) -> None:
         """Keep the minutes of the current and previous hour: pipelines seen before re-read only

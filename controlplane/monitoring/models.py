@@ -132,3 +132,33 @@ class Alert(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in self.OPEN_STATES
+
+
+class GaugeSample(models.Model):
+    """Per pipeline and minute, the live gauges as the schedule sampled them, so queue depth, work
+    in flight and the review backlog have a history. Kept for `samples.KEEP` (a week and a day)."""
+
+    # The unique (pipeline, at) index serves lookups by pipeline: no index of its own.
+    pipeline = models.ForeignKey(
+        Pipeline, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    # The minute sampled (seconds cut off): one row per pipeline and minute.
+    at = models.DateTimeField()
+    queued = models.PositiveIntegerField(default=0)
+    running = models.PositiveIntegerField(default=0)
+    waiting_retry = models.PositiveIntegerField(default=0)
+    in_review = models.PositiveIntegerField(default=0)
+    delivering = models.PositiveIntegerField(default=0)
+    # How long the oldest queued item had waited; empty when nothing was queued.
+    oldest_queued_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pipeline", "at"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "at"], name="gauge_sample_pipeline_minute")
+        ]
+        # Pruning drops every pipeline's old minutes at once.
+        indexes = [models.Index(fields=["at"], name="gauge_sample_at")]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} @ {self.at:%Y-%m-%d %H:%M}"
