@@ -11,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: help demo run test test-fast lint format migrate services bench clean check-python
+.PHONY: help demo run test test-fast lint format migrate services bench bench-review bench-dashboard clean check-python
 
 help:
 	@echo "make demo      run Sluice with demo data at http://127.0.0.1:$(PORT) (embedded SQLite)"
@@ -23,6 +23,10 @@ help:
 	@echo "make services  install and start PostgreSQL and Redis on 127.0.0.1 (Debian, as root)"
 	@echo "make bench     measure throughput and write docs/benchmarks.md (PostgreSQL + Redis when"
 	@echo "               DATABASE_URL and REDIS_URL are set, and embedded SQLite)"
+	@echo "make bench-review  measure claim-next latency with 100,000 open review tasks and 8"
+	@echo "               reviewers and write docs/benchmarks.md (PostgreSQL: DATABASE_URL)"
+	@echo "make bench-dashboard  measure dashboard page time and live-ticker queries with 10"
+	@echo "               million items and write docs/benchmarks.md (PostgreSQL: DATABASE_URL)"
 	@echo "make clean     remove the virtual environment and local data (var/)"
 
 check-python:
@@ -73,6 +77,12 @@ services:
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+bench-review: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.review_claims $(BENCH_ARGS)
+
+bench-dashboard: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.dashboard $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@ a run replaces its section between its markers and leaves the others as they are
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,3 +28,8 @@ def section_write(name: str, markdown: str, *, doc: Path = DOC) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text)
+
+
+def raw_figures(result: object) -> list[str]:
+    """The closing lines of a section: the run's figures as JSON, for anyone who wants more."""
+    return ["Raw figures of this run:", "", "```json", json.dumps(result, indent=2), "```", ""]

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.report import DOC, ROOT, section_write
+from bench.databases import database_create
+from bench.report import DOC, ROOT, raw_figures, section_write
 
 
 def _manage(*args: str, env: dict[str, str]) -> None:
@@ -29,13 +30,6 @@ def _manage(*args: str, env: dict[str, str]) -> None:
 
 
 def _postgres_env(base: dict[str, str]) -> dict[str, str]:
-    import psycopg
-
-    url = urlsplit(base["DATABASE_URL"])
-    name = url.path.lstrip("/") + "_bench"
-    with psycopg.connect(base["DATABASE_URL"], autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
     redis = urlsplit(base["REDIS_URL"])
     redis_url = urlunsplit(redis._replace(path="/15"))
     import redis as redis_client
@@ -43,7 +37,7 @@ def _postgres_env(base: dict[str, str]) -> dict[str, str]:
     redis_client.Redis.from_url(redis_url).flushdb()
     return {
         **base,
-        "DATABASE_URL": urlunsplit(url._replace(path=f"/{name}")),
+        "DATABASE_URL": database_create(base["DATABASE_URL"], suffix="_bench"),
         "REDIS_URL": redis_url,
     }
 
@@ -131,12 +125,7 @@ def render(results: dict[str, dict], args: argparse.Namespace, command: str) -> 
         "at least 170 items/s (10,000 a minute) at 1 s model latency with at most two worker "
         "processes.",
         "",
-        "Raw figures of this run:",
-        "",
-        "```json",
-        json.dumps(results, indent=2),
-        "```",
-        "",
+        *raw_figures(results),
     ]
     return "\n".join(lines)
 
