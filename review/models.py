@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -26,11 +29,27 @@ class ReviewQueue(models.Model):
         related_name="review_queues",
         blank=True,
     )
+    # Share of the blind audits of this queue that two reviewers answer independently, to
+    # measure how often people agree with each other.
+    second_opinion_rate = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.200"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="Share of the sampled outputs audited blind by two reviewers instead of one; "
+        "0 to 1.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["pipeline", "step__position"]
-        constraints = [models.UniqueConstraint(fields=["step"], name="review_queue_step_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["step"], name="review_queue_step_unique"),
+            models.CheckConstraint(
+                condition=Q(second_opinion_rate__gte=0, second_opinion_rate__lte=1),
+                name="review_queue_second_opinion_rate_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -96,6 +115,8 @@ class ReviewTask(models.Model):
     step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="review_tasks")
     queue = models.ForeignKey(ReviewQueue, on_delete=models.CASCADE, related_name="tasks")
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.REVIEW)
+    # 1, or 2 for the second independent audit of the same output.
+    opinion = models.PositiveSmallIntegerField(default=1)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     # Why the gate held it, as the gate said it ("low confidence 0.62 < 0.80"), and its class.
     reason = models.TextField(blank=True)
@@ -180,9 +201,10 @@ class ReviewTask(models.Model):
             models.CheckConstraint(
                 condition=Q(priority__lte=MAX_TASK_PRIORITY), name="review_task_priority_max"
             ),
-            # An item waits at most once per step and kind: a batch written twice opens nothing.
+            # An item waits at most once per step and kind (an audit once per opinion): a batch
+            # written twice opens nothing.
             models.UniqueConstraint(
-                fields=["item", "step", "kind"],
+                fields=["item", "step", "kind", "opinion"],
                 condition=Q(status__in=["open", "claimed"]),
                 name="review_task_active_unique",
             ),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Min, Q, QuerySet
+from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -218,7 +218,8 @@ def backlog_get(*, user, queue: ReviewQueue | None = None, now: datetime | None 
 class ReviewerStats:
     """One person's decisions in a period. Rates are shares of their decisions (0 to 1);
     audit_agreement is the share of their blind audits that matched the model (None without
-    audits)."""
+    audits); peer_audits counts their blind audits of outputs another person audited too, and
+    peer_agreement the share of those where both gave the same answer (None without any)."""
 
     user_id: int
     username: str
@@ -233,6 +234,30 @@ class ReviewerStats:
     reject_rate: float
     audits: int
     audit_agreement: float | None
+    peer_audits: int = 0
+    peer_agreement: float | None = None
+
+
+def _other_opinions() -> QuerySet[ReviewTask]:
+    """Decided blind audits of the outer task's item and step by someone else."""
+    return (
+        ReviewTask.objects.filter(
+            item_id=OuterRef("item_id"),
+            step_id=OuterRef("step_id"),
+            kind=ReviewTask.Kind.AUDIT,
+            status=ReviewTask.Status.DECIDED,
+            decided_by__isnull=False,
+        )
+        .exclude(decided_by=OuterRef("decided_by"))
+        .order_by()
+    )
+
+
+def _same_answer() -> Q:
+    """The other opinion gave the outer task's answer: the same output, or both rejected."""
+    return Q(decided_output=OuterRef("decided_output")) | Q(
+        decision=ReviewTask.Decision.REJECT, decision__exact=OuterRef("decision")
+    )
 
 
 def reviewer_stats_list(
@@ -240,8 +265,8 @@ def reviewer_stats_list(
 ) -> list[ReviewerStats]:
     """Statistics of everyone who decided tasks from `since` (default: 24 hours ago) until
     `until` (default: now), by username. Operators see every person; a reviewer sees their
-    own row; clients none. One aggregate query, and one indexed query per person for the
-    median."""
+    own row; clients none. One aggregate query (agreement with other reviewers from
+    correlated subqueries on each audit), and one indexed query per person for the median."""
     until = until or timezone.now()
     since = since or until - timedelta(hours=24)
     role = role_of(user)
@@ -259,6 +284,10 @@ def reviewer_stats_list(
     audit = Q(kind=ReviewTask.Kind.AUDIT)
     rows = (
         decided.order_by()
+        .annotate(
+            peer=Exists(_other_opinions()),
+            peer_agreed=Exists(_other_opinions().filter(_same_answer())),
+        )
         .values("decided_by", "decided_by__username")
         .annotate(
             decisions=Count("id"),
@@ -269,6 +298,8 @@ def reviewer_stats_list(
             audits_judged=Count("id", filter=audit & Q(agreed__isnull=False)),
             audits_agreed=Count("id", filter=audit & Q(agreed=True)),
             timed=Count("handling_seconds"),
+            peer_audits=Count("id", filter=audit & Q(peer=True)),
+            peer_agreed_audits=Count("id", filter=audit & Q(peer_agreed=True)),
         )
         .order_by("decided_by__username")
     )
@@ -295,9 +326,71 @@ def reviewer_stats_list(
                 audit_agreement=row["audits_agreed"] / row["audits_judged"]
                 if row["audits_judged"]
                 else None,
+                peer_audits=row["peer_audits"],
+                peer_agreement=row["peer_agreed_audits"] / row["peer_audits"]
+                if row["peer_audits"]
+                else None,
             )
         )
     return stats
+
+
+@dataclass(frozen=True)
+class PeerAgreement:
+    """Outputs audited blind by two people whose second answer came in a period, and the share
+    where both gave the same answer (None without any)."""
+
+    pairs: int
+    agreed: int
+    rate: float | None
+
+
+def peer_agreement_get(
+    *, user, since: datetime | None = None, until: datetime | None = None
+) -> PeerAgreement:
+    """Agreement between reviewers over every pair of blind audits of the same output (for a
+    reviewer: the pairs they are part of), each pair counted once when its later decision
+    falls from `since` (default: 24 hours ago) until `until` (default: now). One aggregate
+    query."""
+    until = until or timezone.now()
+    since = since or until - timedelta(hours=24)
+    role = role_of(user)
+    later = ReviewTask.objects.filter(
+        kind=ReviewTask.Kind.AUDIT,
+        status=ReviewTask.Status.DECIDED,
+        decided_at__gte=since,
+        decided_at__lt=until,
+        decided_by__isnull=False,
+    )
+    if role != Role.OPERATOR and role != Role.REVIEWER:
+        return PeerAgreement(pairs=0, agreed=0, rate=None)
+    earlier = _other_opinions().filter(
+        Q(decided_at__lt=OuterRef("decided_at"))
+        | Q(decided_at=OuterRef("decided_at"), pk__lt=OuterRef("pk"))
+    )
+    if role == Role.REVIEWER:
+        # Their own later answers, and the later answers of others to outputs they audited.
+        later = later.filter(
+            Q(decided_by=user)
+            | Exists(
+                ReviewTask.objects.filter(
+                    item_id=OuterRef("item_id"),
+                    step_id=OuterRef("step_id"),
+                    kind=ReviewTask.Kind.AUDIT,
+                    decided_by=user,
+                ).exclude(pk=OuterRef("pk"))
+            )
+        )
+    counts = (
+        later.order_by()
+        .annotate(pair=Exists(earlier), pair_agreed=Exists(earlier.filter(_same_answer())))
+        .aggregate(
+            pairs=Count("id", filter=Q(pair=True)),
+            agreed=Count("id", filter=Q(pair_agreed=True)),
+        )
+    )
+    pairs, agreed = counts["pairs"], counts["agreed"]
+    return PeerAgreement(pairs=pairs, agreed=agreed, rate=agreed / pairs if pairs else None)
 
 
 def _median_handling(tasks: QuerySet[ReviewTask], count: int) -> float | None:

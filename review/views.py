@@ -41,6 +41,7 @@ from review.services import (
     task_release,
     task_renew,
 )
+from review.services.queues import queue_update
 
 REVIEWING = (Role.OPERATOR, Role.REVIEWER)
 SCREEN = "review/task.html"
@@ -99,10 +100,24 @@ def review_task_assign(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @role_required(Role.OPERATOR)
 def review_queue_members(request: HttpRequest, pk: int) -> HttpResponse:
+    """The queue's members (POST `user` adds one) and its settings (POST
+    `second_opinion_rate`)."""
     queue = queue_get_for_user(user=request.user, pk=pk)
     problem = ""
+    rate_errors: list[str] = []
+    rate_value = str(queue.second_opinion_rate)
     status = 200
-    if request.method == "POST":
+    if request.method == "POST" and "second_opinion_rate" in request.POST:
+        rate_value = request.POST["second_opinion_rate"]
+        try:
+            queue_update(queue=queue, second_opinion_rate=rate_value, actor=request.user)
+        except ValidationError as exc:
+            rate_errors = exc.message_dict.get("second_opinion_rate", exc.messages)
+            status = 422
+        else:
+            messages.success(request, f"Second opinions of {queue.name} saved.")
+            return redirect_after_post(request, "review-queue-members", queue.pk)
+    elif request.method == "POST":
         person = queue_person_get(queue=queue, pk=request.POST.get("user", ""))
         try:
             queue_member_add(queue=queue, user=person, actor=request.user)
@@ -117,6 +132,8 @@ def review_queue_members(request: HttpRequest, pk: int) -> HttpResponse:
         "members": queue_member_list(queue=queue),
         "candidates": queue_candidate_list(queue=queue),
         "problem": problem,
+        "rate_value": rate_value,
+        "rate_errors": rate_errors,
     }
     return render(request, "review/queue_members.html", context, status=status)
 

@@ -27,6 +27,7 @@ from review.selectors import (
     Backlog,
     audit_outcome_list,
     backlog_get,
+    peer_agreement_get,
     queue_backlog_list,
     reviewer_stats_list,
 )
@@ -90,6 +91,7 @@ def review_stats(request: HttpRequest) -> HttpResponse:
         "ranges": [(name, label) for name, (label, _) in STATS_RANGES.items()],
         "range_label": STATS_RANGES[range_name][0],
         "rows": [{"stats": s, "median": duration_text(s.median_handling_seconds)} for s in stats],
+        "peers": peer_agreement_get(user=request.user, since=since, until=until),
     }
     return render(request, "review/stats.html", context)
 

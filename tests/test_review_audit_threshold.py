@@ -111,7 +111,7 @@ def audited(step, outcomes):
         )
         tasks_open_for_audit(sampled=[Sampled(item, step, {"label": "bug"})])
     for task, outcome in zip(
-        ReviewTask.objects.filter(step=step, kind="audit", status="open").order_by("id"),
+        ReviewTask.objects.filter(step=step, kind="audit", status="open", opinion=1).order_by("id"),
         outcomes,
         strict=True,
     ):

@@ -152,7 +152,7 @@ def test_audit_rate_one_opens_a_blind_audit_and_the_item_goes_on(operator, acme_
     engine_run_batch(worker=WORKER)
     item.refresh_from_db()
     assert item.status == Item.Status.ACCEPTED
-    task = ReviewTask.objects.get(item=item)
+    task = ReviewTask.objects.get(item=item, opinion=1)
     assert task.kind == ReviewTask.Kind.AUDIT and task.reason_code == "audit"
     assert task.model_output == item.result
     assert task.confidence == pytest.approx(item.confidence)

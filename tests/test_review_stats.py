@@ -52,7 +52,7 @@ def audit(step, *, output, confidence):
         outputs={step.slug: {"output": output, "confidence": confidence}},
     )
     tasks_open_for_audit(sampled=[Sampled(item, step, output)])
-    return ReviewTask.objects.get(item=item)
+    return ReviewTask.objects.get(item=item, opinion=1)
 
 
 # --- Escalation ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from controlplane.roles import Role, role_of
@@ -38,6 +38,16 @@ def claimable(now: datetime) -> Q:
     return Q(status__in=ReviewTask.ACTIVE) & (
         Q(status=Status.OPEN) | Q(status=Status.CLAIMED, lease_expires_at__lte=now)
     )
+
+
+def independent(user) -> Q:
+    """Every task except an audit whose item (at the same step) has another audit this user
+    claimed or decided: the two opinions of an output come from two people. Review tasks never
+    reach the subquery, so claims of held items stay a plain index scan."""
+    own_copy = ReviewTask.objects.filter(
+        item_id=OuterRef("item_id"), step_id=OuterRef("step_id"), kind=ReviewTask.Kind.AUDIT
+    ).filter(Q(decided_by=user) | Q(status=Status.CLAIMED, claimed_by=user))
+    return ~Q(kind=ReviewTask.Kind.AUDIT) | ~Exists(own_copy.exclude(pk=OuterRef("pk")))
 
 
 def _within(tasks: QuerySet[ReviewTask], queue_ids: list[int] | None) -> QuerySet[ReviewTask]:
@@ -106,7 +116,7 @@ def task_claim_next(*, user, queue: ReviewQueue | None = None) -> ReviewTask | N
             _release_others(user, keep=task_id)
             return _loaded(task_id)
         _release_others(user)
-        candidates = _within(ReviewTask.objects.filter(claimable(now)), scope)
+        candidates = _within(ReviewTask.objects.filter(claimable(now), independent(user)), scope)
         task_id = _first_unlocked(candidates.filter(assignee=user))
         if task_id is None:
             task_id = _first_unlocked(candidates.filter(Q(assignee__isnull=True) | Q(overdue=True)))
@@ -123,7 +133,8 @@ def task_claim_next(*, user, queue: ReviewQueue | None = None) -> ReviewTask | N
 
 def task_claim(*, task: ReviewTask, user) -> ReviewTask:
     """Claim one given task (opened from a list) under a lease. Raises ValidationError (code
-    taken) when someone else holds it, it is reserved for its assignee, or it was decided."""
+    taken) when someone else holds it, it is reserved for its assignee, or it was decided, or
+    it is a blind audit whose other opinion the user claimed or gave."""
     role = reviewer_role(user)
     now = timezone.now()
     with transaction.atomic():
@@ -132,6 +143,12 @@ def task_claim(*, task: ReviewTask, user) -> ReviewTask:
         if _extend(task.pk, user, now):
             _release_others(user, keep=task.pk)
             return _loaded(task.pk)
+        if not ReviewTask.objects.filter(independent(user), pk=task.pk).exists():
+            raise ValidationError(
+                "You have this item's other blind audit: its second opinion must come from "
+                "someone else.",
+                code="taken",
+            )
         allowed = ReviewTask.objects.filter(claimable(now), pk=task.pk)
         if role != Role.OPERATOR:
             allowed = allowed.filter(Q(assignee__isnull=True) | Q(assignee=user) | Q(overdue=True))

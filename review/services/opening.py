@@ -4,6 +4,7 @@ INSERT of tasks per batch (and one of queues when a step holds an item for the f
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,34 +66,53 @@ def tasks_open_for_held(*, held: Sequence[Held], now: datetime | None = None) ->
     return _tasks_write(entries, kind=ReviewTask.Kind.REVIEW, now=now)
 
 
+def second_opinion_drawn(*, item: Item, step: Step, rate: float) -> bool:
+    """Whether the audit of this item at this step gets a second, independent reviewer: true
+    for a `rate` share of items. The draw is seeded by the item and step so that sampling the
+    same output again opens the same tasks (the active-task constraint then drops them)."""
+    if rate <= 0:
+        return False
+    return rate >= 1 or random.Random(f"{item.pk}:{step.pk}").random() < rate
+
+
 def tasks_open_for_audit(*, sampled: Sequence[Sampled], now: datetime | None = None) -> int:
-    """Open a blind audit task for each sampled output. Audits hold nothing up, so they come
-    after held items of any priority and are never escalated. Returns how many were written."""
-    entries = [
-        (
-            entry.item,
-            entry.step,
-            {
-                "reason": AUDIT_REASON,
-                "reason_code": ReviewTask.ReasonCode.AUDIT,
-                "priority": 0,
-                "model_output": entry.output,
-                "confidence": (entry.item.outputs.get(entry.step.slug) or {}).get("confidence"),
-            },
-        )
-        for entry in sampled
-    ]
-    return _tasks_write(entries, kind=ReviewTask.Kind.AUDIT, now=now)
+    """Open a blind audit task for each sampled output, and a second one for a share of them
+    (their queue's second_opinion_rate), so that two reviewers answer the same output without
+    seeing each other's answer. Audits hold nothing up, so they come after held items of any
+    priority and are never escalated. Returns how many were written."""
+    if not sampled:
+        return 0
+    queues = queues_for_steps({e.step.pk: (e.step, e.item.pipeline) for e in sampled})
+    entries = []
+    for entry in sampled:
+        item, step = entry.item, entry.step
+        fields = {
+            "reason": AUDIT_REASON,
+            "reason_code": ReviewTask.ReasonCode.AUDIT,
+            "priority": 0,
+            "model_output": entry.output,
+            "confidence": (item.outputs.get(step.slug) or {}).get("confidence"),
+        }
+        entries.append((item, step, {**fields, "opinion": 1}))
+        rate = float(queues[step.pk].second_opinion_rate)
+        if second_opinion_drawn(item=item, step=step, rate=rate):
+            entries.append((item, step, {**fields, "opinion": 2}))
+    return _tasks_write(entries, kind=ReviewTask.Kind.AUDIT, now=now, queues=queues)
 
 
 def _tasks_write(
-    entries: Sequence[tuple[Item, Step, dict[str, Any]]], *, kind: str, now: datetime | None
+    entries: Sequence[tuple[Item, Step, dict[str, Any]]],
+    *,
+    kind: str,
+    now: datetime | None,
+    queues: dict[int, ReviewQueue] | None = None,
 ) -> int:
     """One INSERT for a batch's tasks; the active-task constraint drops any an item already has."""
     if not entries:
         return 0
     now = now or timezone.now()
-    queues = queues_for_steps({step.pk: (step, item.pipeline) for item, step, _ in entries})
+    if queues is None:
+        queues = queues_for_steps({step.pk: (step, item.pipeline) for item, step, _ in entries})
     ReviewTask.objects.bulk_create(
         [
             ReviewTask(

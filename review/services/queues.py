@@ -1,7 +1,9 @@
-"""Who works which queue, and who a task waits for: operators' decisions, each in the audit
-log."""
+"""Who works which queue, how often its audits get a second opinion, and who a task waits for:
+operators' decisions, each in the audit log."""
 
 from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -82,6 +84,50 @@ def queue_member_remove(*, queue: ReviewQueue, user, actor, actor_label: str | N
         before={"member": user.get_username()},
     )
     return True
+
+
+def _rate(raw: object) -> Decimal:
+    """A share from 0 to 1 with at most three decimals, or a ValidationError on the field."""
+    try:
+        rate = Decimal(str(raw).strip())
+    except InvalidOperation:
+        rate = None
+    if rate is None or not rate.is_finite() or not 0 <= rate <= 1:
+        raise ValidationError(
+            {"second_opinion_rate": "Enter a share from 0 to 1, such as 0.2 for one audit in five."}
+        )
+    if rate != rate.quantize(Decimal("0.001")):
+        raise ValidationError({"second_opinion_rate": "Use at most three decimals, such as 0.125."})
+    return rate.quantize(Decimal("0.001"))
+
+
+@transaction.atomic
+def queue_update(
+    *, queue: ReviewQueue, second_opinion_rate: object, actor, actor_label: str | None = None
+) -> ReviewQueue:
+    """Set the share of the queue's blind audits answered by two reviewers (operators only;
+    0 to 1). Audits already open keep their tasks. Raises ValidationError on
+    second_opinion_rate."""
+    _operator_required(actor)
+    new = _rate(second_opinion_rate)
+    queue = (
+        ReviewQueue.objects.select_for_update().select_related("pipeline__client").get(pk=queue.pk)
+    )
+    old = queue.second_opinion_rate
+    if old == new:
+        return queue
+    queue.second_opinion_rate = new
+    queue.save(update_fields=["second_opinion_rate"])
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="review_queue.second_opinion_rate",
+        obj=queue,
+        client=queue.pipeline.client,
+        before={"second_opinion_rate": str(old)},
+        after={"second_opinion_rate": str(new)},
+    )
+    return queue
 
 
 @transaction.atomic
