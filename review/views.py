@@ -54,10 +54,13 @@ STATE_MESSAGES = {
     "already_decided": "This task is closed: it was decided, or its item moved on.",
     "item_moved_on": "The item no longer waits for review; this task was closed.",
     "not_claimed": "Claim this task before deciding it.",
+    "second_opinion": "You have this item's other blind audit: its second opinion must come "
+    "from someone else.",
 }
 # A decision refused because of the task's state (not the answer) answers 409 Conflict.
 STATE_CODES = {"lease_lost": "lost", "already_decided": "already_decided"}
 STATE_CODES |= {"item_moved_on": "item_moved_on", "not_claimed": "not_claimed", "taken": "taken"}
+STATE_CODES |= {"second_opinion": "second_opinion"}
 DONE = {"approve": "Approved", "edit": "Edited and approved", "reject": "Rejected"}
 
 

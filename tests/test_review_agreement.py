@@ -105,7 +105,7 @@ def test_the_same_reviewer_never_gets_both_audits_of_an_output(acme_step, queue,
     # Holding one copy, the other is refused by id too.
     with pytest.raises(ValidationError) as refused:
         task_claim(task=second, user=reviewer)
-    assert refused.value.code == "taken" and "second opinion" in refused.value.messages[0]
+    assert refused.value.code == "second_opinion" and "second opinion" in refused.value.messages[0]
     task_decide(task=mine, user=reviewer, decision="edit", output={"label": "bug"})
     assert task_claim_next(user=reviewer) is None
     with pytest.raises(ValidationError):
@@ -140,6 +140,7 @@ def test_the_review_screen_refuses_the_second_copy_with_409(acme_step, queue, re
     task_claim_next(user=reviewer)
     response = login(reviewer).post(reverse("review-task-claim", args=[second.pk]), **HTMX)
     assert response.status_code == 409
+    assert "second opinion must come from someone else" in response.content.decode()
     second.refresh_from_db()
     assert second.status == "open"
 

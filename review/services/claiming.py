@@ -147,7 +147,7 @@ def task_claim(*, task: ReviewTask, user) -> ReviewTask:
             raise ValidationError(
                 "You have this item's other blind audit: its second opinion must come from "
                 "someone else.",
-                code="taken",
+                code="second_opinion",
             )
         allowed = ReviewTask.objects.filter(claimable(now), pk=task.pk)
         if role != Role.OPERATOR:
