@@ -77,16 +77,15 @@ def _finish(
         Item.Status.REJECTED: "rejected",
     }.get(item.status)
     rollups_add({item.pipeline_id: {"reviewed": 1, **({counter: 1} if counter else {})}}, at=now)
-    latencies_add({(item.pipeline_id, "review_wait"): [(now - held_since).total_seconds()]}, at=now)
-    if counter:
-        deliveries_open(items=[item])
+    samples = {(item.pipeline_id, "review_wait"): [(now - held_since).total_seconds()]}
     # As the engine counts it: end to end stops here unless a delivery is still to come.
     if item.status == Item.Status.ACCEPTED or (
         item.status == Item.Status.REJECTED and not item.pipeline.client.webhook_url
     ):
-        latencies_add(
-            {(item.pipeline_id, "end_to_end"): [(now - item.created_at).total_seconds()]}, at=now
-        )
+        samples[(item.pipeline_id, "end_to_end")] = [(now - item.created_at).total_seconds()]
+    latencies_add(samples, at=now)
+    if counter:
+        deliveries_open(items=[item])
 
 
 @transaction.atomic

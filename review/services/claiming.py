@@ -110,12 +110,20 @@ def task_claim_next(*, user, queue: ReviewQueue | None = None) -> ReviewTask | N
         scope = _scope(user, role, queue)
         if scope == []:
             return None
-        held = _within(ReviewTask.objects.filter(status=Status.CLAIMED, claimed_by=user), scope)
-        task_id = held.order_by(*CLAIM_ORDER).values_list("id", flat=True).first()
-        if task_id is not None and _extend(task_id, user, now):
-            _release_others(user, keep=task_id)
-            return _loaded(task_id)
-        _release_others(user)
+        # Every task the user holds, in one read: the one in scope comes back; the others (rare:
+        # another tab, another queue) are given back.
+        holding = list(
+            ReviewTask.objects.filter(status=Status.CLAIMED, claimed_by=user)
+            .order_by(*CLAIM_ORDER)
+            .values_list("id", "queue_id")
+        )
+        in_scope = [pk for pk, queue_id in holding if scope is None or queue_id in scope]
+        if in_scope and _extend(in_scope[0], user, now):
+            if len(holding) > 1:
+                _release_others(user, keep=in_scope[0])
+            return _loaded(in_scope[0])
+        if holding:
+            _release_others(user)
         candidates = _within(ReviewTask.objects.filter(claimable(now), independent(user)), scope)
         task_id = _first_unlocked(candidates.filter(assignee=user))
         if task_id is None:
