@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Sum
 from django.db.models.functions import TruncHour
 
@@ -35,6 +36,8 @@ QUANTILES = (50, 95, 99)
 # Gauges count at most this many rows per pipeline and status: a backlog of a million shows as
 # "100,000+" and costs the same as one of a hundred thousand.
 GAUGE_CAP = 100_000
+# Pipeline and status pairs counted per statement (SQLite allows some 32,000 parameters).
+GAUGE_STATEMENT_PAIRS = 500
 GAUGE_STATUSES = (
     Item.Status.QUEUED,
     Item.Status.RUNNING,
@@ -139,15 +142,28 @@ def totals(points: Sequence[Point]) -> Point:
 
 def gauges(*, pipeline_ids: Iterable[int]) -> dict[int, dict[str, int]]:
     """Per pipeline, how many items are queued, running, waiting to retry, in review and being
-    delivered right now, each capped at GAUGE_CAP; plus the age in seconds of the oldest queued
-    item. One capped count per pipeline and status, each an index range scan."""
-    found: dict[int, dict[str, int]] = {}
-    for pid in pipeline_ids:
-        values: dict[str, int] = {}
-        for status in GAUGE_STATUSES:
-            capped = Item.objects.filter(pipeline_id=pid, status=status).values("id")[:GAUGE_CAP]
-            values[status] = Item.objects.filter(pk__in=capped).count()
-        found[pid] = values
+    delivered right now, each capped at GAUGE_CAP. One capped count per pipeline and status,
+    each an index range scan, all sent as one statement: a dashboard tick over many pipelines
+    is one round trip, not five per pipeline."""
+    ids = list(pipeline_ids)
+    statuses = [status.value for status in GAUGE_STATUSES]  # plain strings for the driver
+    found: dict[int, dict[str, int]] = {pid: dict.fromkeys(statuses, 0) for pid in ids}
+    pairs = [(pid, status) for pid in ids for status in statuses]
+    if not pairs:
+        return found
+    quote = connection.ops.quote_name
+    table = quote(Item._meta.db_table)
+    one = (
+        "SELECT %s, %s, (SELECT COUNT(*) FROM (SELECT 1 FROM "  # noqa: S608 (our own table)
+        f"{table} WHERE pipeline_id = %s AND status = %s LIMIT %s) AS capped)"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(pairs), GAUGE_STATEMENT_PAIRS):
+            chunk = pairs[start : start + GAUGE_STATEMENT_PAIRS]
+            params = [v for pid, status in chunk for v in (pid, status, pid, status, GAUGE_CAP)]
+            cursor.execute(" UNION ALL ".join([one] * len(chunk)), params)
+            for pid, status, n in cursor.fetchall():
+                found[int(pid)][status] = n
     return found
 
 
