@@ -12,24 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.template.loader import render_to_string
 
 from controlplane.roles import Role, role_of
+from controlplane.ticking import TickLoop, Viewer
 from review.selectors import queue_assignee_lists, queue_counts_list, task_open_list_for_user
 
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 2.0
 LIVE_TEMPLATE = "review/queue.html#queue-live"
-
-
-class Viewer(Protocol):
-    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None): ...
 
 
 def _counts_payload(counts) -> list[dict[str, Any]]:
@@ -74,8 +70,10 @@ def _signature(counts) -> tuple:
     return tuple((c.queue.pk, c.open, c.claimed, c.overdue) for c in counts)
 
 
-class QueueTicker:
+class QueueTicker(TickLoop):
     """One per web process: the queue page's viewers, grouped by user (see above)."""
+
+    label = "review queue"
 
     def __init__(self, *, interval: float = TICK_SECONDS) -> None:
         self.interval = interval
@@ -92,9 +90,7 @@ class QueueTicker:
             user.pk, _Watch(user=user, viewers=set(), signature=signature)
         )
         watch.viewers.add(viewer)
-        loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
-            self.task = loop.create_task(self.run())
+        self.ensure_running()
 
     def unsubscribe(self, viewer: Viewer) -> None:
         for user_id, watch in list(self.watches.items()):
@@ -102,29 +98,20 @@ class QueueTicker:
             if not watch.viewers:
                 del self.watches[user_id]
 
-    async def run(self) -> None:
-        while self.watches:
-            started = time.monotonic()
-            try:
-                await self.tick()
-            except Exception:
-                logger.exception("review queue tick failed")
-            await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
+    def watched(self) -> bool:
+        return bool(self.watches)
 
     async def tick(self) -> None:
         watches = list(self.watches.values())
         if not watches:
             return
         texts = await database_sync_to_async(self.read)(watches)
-        sends = [
-            viewer.send(text_data=text)
+        await self.send_all(
+            (viewer, text)
             for watch, text in zip(watches, texts, strict=True)
             if text is not None
             for viewer in list(watch.viewers)
-        ]
-        for outcome in await asyncio.gather(*sends, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                logger.warning("review queue update not sent: %s", outcome)
+        )
 
     # --- reading (in a database thread) -----------------------------------------------------
 

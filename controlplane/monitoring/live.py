@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
@@ -40,6 +39,7 @@ from controlplane.monitoring.figures import (
 )
 from controlplane.monitoring.samples import gauge_sample_series
 from controlplane.selectors import heartbeat_list
+from controlplane.ticking import TickLoop, Viewer
 from pipelines import metrics
 from pipelines.metrics import DEFAULT_RANGE, RANGES, Point
 from pipelines.models import Pipeline
@@ -68,10 +68,6 @@ class Subscription:
     single: bool
     # Breakers and worker heartbeats: provider names and hosts are for operators only.
     operations: bool
-
-
-class Viewer(Protocol):
-    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None: ...
 
 
 def dashboard_scope(*, user, client_slug: str = "", slug: str = "") -> list[Pipeline]:
@@ -186,8 +182,10 @@ def _summed(points: Iterable[Point], at: datetime) -> Point:
     return total
 
 
-class Ticker:
+class Ticker(TickLoop):
     """One per web process: reads once per tick for every viewer of the process (see above)."""
+
+    label = "dashboard"
 
     def __init__(self, *, interval: float = TICK_SECONDS) -> None:
         self.interval = interval
@@ -205,9 +203,7 @@ class Ticker:
         await viewer.send(text_data=snapshot)
         self.subscriptions[viewer] = subscription
         self.viewers.setdefault(subscription, set()).add(viewer)
-        loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
-            self.task = loop.create_task(self.run())
+        self.ensure_running()
 
     def unsubscribe(self, viewer: Viewer) -> None:
         """Stop sending to the viewer; the ticker stops by itself once nobody watches."""
@@ -219,18 +215,11 @@ class Ticker:
         if not viewers:
             self.viewers.pop(subscription, None)
 
-    async def run(self) -> None:
-        try:
-            while self.viewers:
-                started = time.monotonic()
-                try:
-                    await self.tick()
-                except Exception:
-                    logger.exception("dashboard tick failed")
-                await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
-        finally:
-            if not self.viewers:
-                self.minutes.clear()
+    def watched(self) -> bool:
+        return bool(self.viewers)
+
+    def idle(self) -> None:
+        self.minutes.clear()
 
     async def tick(self) -> None:
         """One read for every subscription, one send of the same text per viewer."""
@@ -238,15 +227,12 @@ class Ticker:
         if not subscriptions:
             return
         texts = await database_sync_to_async(self.read)(subscriptions, timezone.now())
-        sends = [
-            viewer.send(text_data=texts[subscription])
+        await self.send_all(
+            (viewer, texts[subscription])
             for subscription in subscriptions
             if subscription in texts
             for viewer in list(self.viewers.get(subscription, ()))
-        ]
-        for outcome in await asyncio.gather(*sends, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                logger.warning("dashboard update not sent: %s", outcome)
+        )
 
     # --- reading (in a database thread) -----------------------------------------------------
 
