@@ -11,6 +11,7 @@ urlpatterns = [
     path("review/tasks/<int:pk>/claim/", views.review_task_claim, name="review-task-claim"),
     path("review/tasks/<int:pk>/decide/", views.review_task_decide, name="review-task-decide"),
     path("review/tasks/<int:pk>/release/", views.review_task_release, name="review-task-release"),
+    path("review/tasks/<int:pk>/skip/", views.review_task_skip, name="review-task-skip"),
     path("review/tasks/<int:pk>/renew/", views.review_task_renew, name="review-task-renew"),
     path("review/tasks/<int:pk>/assign/", views.review_task_assign, name="review-task-assign"),
     path(

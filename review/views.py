@@ -309,6 +309,15 @@ def review_task_decide(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @role_required(*REVIEWING)
+def review_task_skip(request: HttpRequest, pk: int) -> HttpResponse:
+    """Pass over the task on the screen: it goes back to its queue and the next one loads."""
+    task = task_get_for_user(user=request.user, pk=pk)
+    done = f"Skipped item #{task.item_id}: it is back in {task.queue.name} for someone else."
+    return _shown(request, task_claim_next(user=request.user, skip=task), done=done)
+
+
+@require_POST
+@role_required(*REVIEWING)
 def review_task_release(request: HttpRequest, pk: int) -> HttpResponse:
     task = task_get_for_user(user=request.user, pk=pk)
     task_release(task=task, user=request.user)

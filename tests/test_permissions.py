@@ -232,6 +232,7 @@ MATRIX = {
             "review-task-claim",
             "review-task-decide",
             "review-task-release",
+            "review-task-skip",
             "review-task-renew",
             "review-task-assign",
         )

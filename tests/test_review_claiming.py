@@ -10,7 +10,7 @@ from io import StringIO
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import Http404
 from django.utils import timezone
 
@@ -228,6 +228,51 @@ def test_claiming_gives_back_the_task_held_in_another_queue(
     assert task_claim_next(user=reviewer, queue=other_queue) == second
     first.refresh_from_db()
     assert first.status == ReviewTask.Status.OPEN and first.claimed_by is None
+
+
+def _expected_next(user, now):
+    """The task claim-next must give `user`, by the queryset definitions the claim's SQL
+    spells out: held first, then assigned to them, then unassigned or overdue."""
+    from review.services.claiming import CLAIM_ORDER, claimable, independent
+
+    mine = task_list_for_user(user=user).filter(status="claimed", claimed_by=user)
+    if (task := mine.order_by(*CLAIM_ORDER).first()) is not None:
+        return task
+    candidates = task_list_for_user(user=user).filter(claimable(now), independent(user))
+    return (
+        candidates.filter(assignee=user).order_by(*CLAIM_ORDER).first()
+        or candidates.filter(Q(assignee__isnull=True) | Q(overdue=True))
+        .order_by(*CLAIM_ORDER)
+        .first()
+    )
+
+
+def test_claim_next_agrees_with_the_queryset_definitions(
+    acme_step, globex_step, reviewer, rex, gus, operator, queue
+):
+    """A mixed queue worked to the end: every claim is the one the selectors' definitions of
+    claimable, independent and in scope name, for a reviewer and for an operator."""
+    join(globex_step, gus)
+    tasks = held(acme_step, 4, priority=3) + held(acme_step, 3, priority=7) + held(globex_step, 2)
+    task_assign(task=tasks[0], assignee=rex, actor=operator)
+    task_assign(task=tasks[5], assignee=reviewer, actor=operator)
+    ReviewTask.objects.filter(pk=tasks[1].pk).update(overdue=True, priority=9)
+    task_claim(task=tasks[2], user=rex)  # a live lease of someone else
+    ray = make_user("ray", role=Role.REVIEWER, clients=[acme_step.pipeline.client])
+    join(acme_step, ray)
+    task_claim(task=tasks[3], user=ray)
+    expire(tasks[3])  # a lease that ran out
+    for user in (reviewer, operator):
+        while True:
+            expected = _expected_next(user, timezone.now())
+            got = task_claim_next(user=user)
+            assert got == expected
+            if got is None:
+                break
+            task_decide(task=got, user=user, decision="approve")
+    # What nobody else may take is left: rex's assignment (not overdue) and rex's live lease.
+    left = set(ReviewTask.objects.filter(status__in=ReviewTask.ACTIVE).values_list("pk", flat=True))
+    assert left == {tasks[0].pk, tasks[2].pk}
 
 
 # --- Assignment and membership ---------------------------------------------------------------

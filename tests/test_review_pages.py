@@ -18,6 +18,7 @@ from pipelines.services import configuration as config
 from pipelines.services.engine import engine_run_batch
 from review.forms import errors_place, input_rows, output_fields, output_read
 from review.models import QueueMembership, ReviewTask
+from review.services import task_claim_next
 from tests.conftest import login
 from tests.factories import ItemFactory, PipelineFactory, make_user
 from tests.reviewing import hold, join
@@ -158,7 +159,8 @@ def test_without_websockets_the_queue_page_polls_its_live_region(acme_step, queu
 
 
 def test_a_reviewer_of_acme_gets_404_for_a_globex_task_by_url(globex_task, rita):
-    for name in ("review-task-claim", "review-task-decide", "review-task-release"):
+    names = ("review-task-claim", "review-task-decide", "review-task-release", "review-task-skip")
+    for name in names:
         response = rita.post(reverse(name, args=[globex_task.pk]), {"decision": "approve"})
         assert response.status_code == 404
     assert rita.get(reverse("review-task", args=[globex_task.pk])).status_code == 404
@@ -177,6 +179,7 @@ def test_client_users_and_people_without_a_role_are_refused_and_anonymous_sent_t
         for url in urls:
             assert http.get(url).status_code == 403
         assert http.post(reverse("review-task-decide", args=[task.pk])).status_code == 403
+        assert http.post(reverse("review-task-skip", args=[task.pk])).status_code == 403
     anonymous = HttpClient().post(reverse("review-task-decide", args=[task.pk]))
     assert anonymous.status_code == 302 and "login" in anonymous["Location"]
     task.refresh_from_db()
@@ -313,6 +316,34 @@ def test_releasing_gives_the_task_back_and_returns_to_the_queue(acme_step, queue
     assert response["HX-Redirect"] == reverse("review-queue")
     task.refresh_from_db()
     assert task.status == "open" and task.claimed_by is None
+
+
+def test_skipping_gives_the_task_back_and_loads_the_next_one(
+    acme_step, queue, rita, reviewer, acme
+):
+    first, second = held_task(acme_step), held_task(acme_step)
+    start(rita)
+    response = rita.post(reverse("review-task-skip", args=[first.pk]), **HTMX)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f'data-task="{second.pk}"' in page and "Skipped item" in page
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == "open" and first.claimed_by is None
+    assert second.status == "claimed" and second.claimed_by == reviewer
+    # The skipped task is anyone's: the next reviewer gets it.
+    rob = make_user("rob", role=Role.REVIEWER, clients=[acme])
+    join(acme_step, rob)
+    assert task_claim_next(user=rob) == first
+
+
+def test_skipping_the_only_task_shows_the_empty_state_and_keeps_it_open(acme_step, queue, rita):
+    task = held_task(acme_step)
+    start(rita)
+    response = rita.post(reverse("review-task-skip", args=[task.pk]), **HTMX)
+    assert b'data-state="empty"' in response.content
+    task.refresh_from_db()
+    assert task.status == "open"
 
 
 def test_a_decision_on_a_task_someone_else_took_says_the_lease_was_lost(

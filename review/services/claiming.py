@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from controlplane.roles import Role, role_of
 from review.models import ReviewQueue, ReviewTask
-from review.selectors import queue_ids_for_user, task_list_for_user
+from review.selectors import queue_list_for_user, task_list_for_user
 
 # Renewed by the review screen while the reviewer works; a reviewer who leaves loses the task
 # to the next claimer this long after their last renewal.
@@ -50,27 +50,10 @@ def independent(user) -> Q:
     return ~Q(kind=ReviewTask.Kind.AUDIT) | ~Exists(own_copy.exclude(pk=OuterRef("pk")))
 
 
-def _within(tasks: QuerySet[ReviewTask], queue_ids: list[int] | None) -> QuerySet[ReviewTask]:
-    return tasks if queue_ids is None else tasks.filter(queue_id__in=queue_ids)
-
-
-def _first_unlocked(tasks: QuerySet[ReviewTask]) -> int | None:
-    """The first task in claim order, locked for this transaction, skipping tasks another
-    claimer has locked (PostgreSQL); SQLite's write lock already excludes other claimers."""
-    tasks = tasks.order_by(*CLAIM_ORDER)
-    if connection.vendor == "postgresql":
-        tasks = tasks.select_for_update(skip_locked=True)
-    return tasks.values_list("id", flat=True).first()
-
-
-def _scope(user, role: Role, queue: ReviewQueue | None) -> list[int] | None:
-    """Queue ids the claim may take from (None: every queue)."""
-    queue_ids = queue_ids_for_user(user=user)
-    if queue is None:
-        return queue_ids
-    if queue_ids is not None and queue.pk not in queue_ids:
+def _member_check(user, role: Role, queue: ReviewQueue) -> None:
+    """PermissionDenied unless the user works `queue`."""
+    if role != Role.OPERATOR and not queue_list_for_user(user=user).filter(pk=queue.pk).exists():
         raise PermissionDenied("You are not a member of this review queue.")
-    return [queue.pk]
 
 
 def _release_others(user, *, keep: int | None = None) -> None:
@@ -96,46 +79,120 @@ def _loaded(task_id: int) -> ReviewTask:
     ).get(pk=task_id)
 
 
-def task_claim_next(*, user, queue: ReviewQueue | None = None) -> ReviewTask | None:
+# The claim in one statement. Hand-written rather than compiled from querysets: with many
+# reviewers at once the claim's cost is mostly Python building SQL and PostgreSQL planning
+# it, and this one is small. Its conditions are `claimable()`, `independent()` and
+# `queue_list_for_user()` spelled in SQL (tests/test_review_claiming.py holds them equal).
+_CLAIM_SQL = """
+WITH scope AS MATERIALIZED ({scope}),
+held AS (
+    SELECT t.id FROM review_reviewtask t
+    WHERE t.status = 'claimed' AND t.claimed_by_id = %s AND t.queue_id IN (SELECT id FROM scope)
+    ORDER BY t.priority DESC, t.due_at, t.id LIMIT 1
+)
+UPDATE review_reviewtask SET
+    status = 'claimed',
+    claimed_by_id = %s,
+    claimed_at = CASE WHEN status = 'claimed' AND claimed_by_id = %s THEN claimed_at ELSE %s END,
+    lease_expires_at = %s
+WHERE id = COALESCE(
+    (SELECT id FROM held),
+    ({candidate} AND c.assignee_id = %s {order}),
+    ({candidate} AND (c.assignee_id IS NULL OR c.overdue) {order})
+)
+AND (status = 'open' OR (status = 'claimed' AND (claimed_by_id = %s OR lease_expires_at <= %s)))
+RETURNING id
+"""
+_CANDIDATE_SQL = """
+SELECT c.id FROM review_reviewtask c
+WHERE c.status IN ('open', 'claimed')
+AND (c.status = 'open' OR c.lease_expires_at <= %s)
+AND c.queue_id IN (SELECT id FROM scope)
+AND c.id <> %s
+AND (c.kind <> 'audit' OR NOT EXISTS (
+    SELECT 1 FROM review_reviewtask o
+    WHERE o.item_id = c.item_id AND o.step_id = c.step_id AND o.kind = 'audit' AND o.id <> c.id
+    AND (o.decided_by_id = %s OR (o.status = 'claimed' AND o.claimed_by_id = %s))
+))
+"""
+_EVERY_QUEUE_SQL = "SELECT id FROM review_reviewqueue"
+_MEMBER_QUEUES_SQL = """
+SELECT m.queue_id AS id FROM review_queuemembership m
+JOIN review_reviewqueue q ON q.id = m.queue_id
+JOIN pipelines_pipeline p ON p.id = q.pipeline_id
+JOIN controlplane_client cl ON cl.id = p.client_id AND cl.is_active
+JOIN controlplane_membership cm ON cm.client_id = cl.id AND cm.user_id = m.user_id
+WHERE m.user_id = %s
+"""
+
+
+def _claim_one(
+    user, role: Role, queue: ReviewQueue | None, now: datetime, skip: int = 0
+) -> int | None:
+    """Claim (or renew) the user's next task in one UPDATE … RETURNING and return its id.
+
+    The task is the first of: the one the user holds (its lease renewed, its claim time
+    kept), one assigned to them, one nobody else waits for. COALESCE evaluates those lazily,
+    in that order; on PostgreSQL the candidates are locked with SKIP LOCKED, and the UPDATE's
+    own condition checks the row again once locked, so a task another claimer took in
+    between is never overwritten. SQLite runs the statement under its write lock. The task
+    with id `skip` is not taken."""
+    if role == Role.OPERATOR:
+        scope_sql, scope_params = _EVERY_QUEUE_SQL, []
+    else:
+        scope_sql, scope_params = _MEMBER_QUEUES_SQL, [user.pk]
+    if queue is not None:
+        scope_sql = f"SELECT id FROM ({scope_sql}) s WHERE id = %s"  # noqa: S608
+        scope_params = [*scope_params, queue.pk]
+    order = "ORDER BY c.priority DESC, c.due_at, c.id LIMIT 1"
+    if connection.vendor == "postgresql":
+        order += " FOR UPDATE OF c SKIP LOCKED"
+    sql = _CLAIM_SQL.format(scope=scope_sql, candidate=_CANDIDATE_SQL, order=order)
+    lease = now + timedelta(seconds=LEASE_SECONDS)
+    candidate_params = [now, skip, user.pk, user.pk]
+    params = [
+        *scope_params,
+        user.pk,  # held
+        user.pk,
+        user.pk,
+        now,
+        lease,  # SET
+        *candidate_params,
+        user.pk,  # assigned to the user
+        *candidate_params,  # unassigned, or overdue
+        user.pk,
+        now,  # the row, once locked
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def task_claim_next(
+    *, user, queue: ReviewQueue | None = None, skip: ReviewTask | None = None
+) -> ReviewTask | None:
     """Give the user the next task under a lease of LEASE_SECONDS, or None when nothing waits.
 
     Taken from the queues the user is a member of (operators: every queue; `queue` narrows it
-    to one), within the clients they serve. A task the user already holds comes back first
-    (its lease renewed); then tasks assigned to them; then the rest, assigned tasks of others
-    only once overdue. Order: overdue first (escalation raised their priority), then
-    priority, then due time. Claiming gives back any other task the user held."""
+    to one, PermissionDenied when the user does not work it), within the clients they serve.
+    A task the user already holds comes back first (its lease renewed); then tasks assigned to
+    them; then the rest, assigned tasks of others only once overdue. Order: overdue first
+    (escalation raised their priority), then priority, then due time. Claiming gives back any
+    other task the user held.
+
+    `skip`: the task the user passes over; what they hold goes back to its queue for others
+    and this claim takes another task (None when no other waits)."""
     role = reviewer_role(user)
-    now = timezone.now()
-    with transaction.atomic():
-        scope = _scope(user, role, queue)
-        if scope == []:
-            return None
-        # Every task the user holds, in one read: the one in scope comes back; the others (rare:
-        # another tab, another queue) are given back.
-        holding = list(
-            ReviewTask.objects.filter(status=Status.CLAIMED, claimed_by=user)
-            .order_by(*CLAIM_ORDER)
-            .values_list("id", "queue_id")
-        )
-        in_scope = [pk for pk, queue_id in holding if scope is None or queue_id in scope]
-        if in_scope and _extend(in_scope[0], user, now):
-            if len(holding) > 1:
-                _release_others(user, keep=in_scope[0])
-            return _loaded(in_scope[0])
-        if holding:
-            _release_others(user)
-        candidates = _within(ReviewTask.objects.filter(claimable(now), independent(user)), scope)
-        task_id = _first_unlocked(candidates.filter(assignee=user))
-        if task_id is None:
-            task_id = _first_unlocked(candidates.filter(Q(assignee__isnull=True) | Q(overdue=True)))
-        if task_id is None:
-            return None
-        ReviewTask.objects.filter(pk=task_id).update(
-            status=Status.CLAIMED,
-            claimed_by=user,
-            claimed_at=now,
-            lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
-        )
+    if skip is not None:
+        _release_others(user)
+    task_id = _claim_one(user, role, queue, timezone.now(), skip=skip.pk if skip else 0)
+    if task_id is None:
+        if queue is not None:
+            _member_check(user, role, queue)  # say so rather than "nothing waits"
+        _release_others(user)
+        return None
+    _release_others(user, keep=task_id)
     return _loaded(task_id)
 
 

@@ -127,9 +127,11 @@
       case "x":
         handled = press("[data-action=release]");
         break;
+      case "s":
       case "n":
       case "j":
-        handled = press("[data-action=next]");
+        // Holding a task: pass over it. Otherwise: take the next one.
+        handled = press("[data-action=skip]") || press("[data-action=next]");
         break;
       case "?":
         toggleHelp();

@@ -76,6 +76,11 @@ def test_a_reviewer_works_three_tasks_by_keyboard_only(
     first = _task_on_screen(page)
     assert page.get_by_test_id("hold-reason").inner_text().startswith("Held: low confidence")
 
+    # s: skip it; it goes back to the queue (and comes back later) and another task loads.
+    page.keyboard.press("s")
+    page.get_by_test_id("review-done").filter(has_text=f"Skipped item #{first.item_id}").wait_for()
+    first = _wait_for_next(page, first)
+
     # a: approve the model's output; the next task is swapped in.
     page.keyboard.press("a")
     page.get_by_test_id("review-done").filter(has_text=f"Approved item #{first.item_id}").wait_for()
