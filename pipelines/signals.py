@@ -9,6 +9,10 @@ items_sampled_for_audit: the gate accepted items and a share of them (the step's
     was drawn for a blind audit: a person labels them without seeing the model's answer, which
     measures the true error rate of what is accepted without review. The items go on as usual.
     Argument: sampled, a list of Sampled(item, step, output).
+
+step_created: a step was added to a pipeline, sent inside the creating transaction (review
+    opens the step's queue, so members can be added before anything is held there).
+    Argument: step.
 """
 
 from __future__ import annotations
@@ -38,3 +42,4 @@ class Sampled:
 
 items_held = Signal()
 items_sampled_for_audit = Signal()
+step_created = Signal()

@@ -411,3 +411,13 @@ def test_the_demo_reviewer_works_every_demo_queue(db):
     call_command("seed_demo", stdout=StringIO())
     steps = Step.objects.count()
     assert steps and ReviewQueue.objects.filter(members__username="reviewer").count() == steps
+
+
+def test_a_new_step_has_its_queue_at_once_so_it_can_be_staffed_before_work(
+    acme_pipeline, operator, reviewer
+):
+    step = classify_step(acme_pipeline, operator, slug="tone", name="Tone")
+    [queue] = queue_list_for_user(user=operator).filter(step=step)
+    assert queue.name == f"{acme_pipeline.name} · Tone" and not queue.tasks.exists()
+    queue_member_add(queue=queue, user=reviewer, actor=operator)
+    assert queue in queue_list_for_user(user=reviewer)

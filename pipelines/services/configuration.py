@@ -28,6 +28,7 @@ from pipelines.models import (
 )
 from pipelines.rules import rules_problems
 from pipelines.schemas import schema_problems
+from pipelines.signals import step_created
 from pipelines.templating import template_check
 
 PIPELINE_FIELDS = (
@@ -279,6 +280,7 @@ def step_create(
         actor=actor,
         actor_label=actor_label,
     )
+    step_created.send(sender=Step, step=step)
     return step
 
 
