@@ -67,7 +67,7 @@ class _Watch:
 
 
 def _signature(counts) -> tuple:
-    return tuple((c.queue.pk, c.open, c.claimed, c.overdue) for c in counts)
+    return tuple((c.queue.pk, c.open, c.claimed, c.overdue, c.fingerprint) for c in counts)
 
 
 class QueueTicker(TickLoop):

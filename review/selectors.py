@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
@@ -117,6 +117,10 @@ class QueueCounts:
     claimed: int
     overdue: int
     oldest_due_at: datetime | None
+    # Changes when the queue's waiting tasks change although the counts do not (one decided
+    # and one opened, an assignment, a claim passing to someone else, an escalation): the live
+    # page compares it between ticks.
+    fingerprint: tuple = ()
 
 
 def queue_counts_list(*, user, now: datetime | None = None) -> list[QueueCounts]:
@@ -135,9 +139,14 @@ def queue_counts_list(*, user, now: datetime | None = None) -> list[QueueCounts]
             claimed=Count("id", filter=live),
             overdue=Count("id", filter=Q(overdue=True)),
             oldest_due_at=Min("due_at"),
+            newest=Max("id"),
+            assignees=Sum("assignee_id"),
+            holders=Sum("claimed_by_id", filter=live),
+            priorities=Sum("priority"),
         )
     }
     empty = {"open": 0, "claimed": 0, "overdue": 0, "oldest_due_at": None}
+    fingerprint_of = ("newest", "assignees", "holders", "priorities")
     return [
         QueueCounts(
             queue=queue,
@@ -145,6 +154,7 @@ def queue_counts_list(*, user, now: datetime | None = None) -> list[QueueCounts]
             claimed=rows.get(queue.pk, empty)["claimed"],
             overdue=rows.get(queue.pk, empty)["overdue"],
             oldest_due_at=rows.get(queue.pk, empty)["oldest_due_at"],
+            fingerprint=tuple(rows.get(queue.pk, {}).get(key) for key in fingerprint_of),
         )
         for queue in queues
     ]

@@ -14,7 +14,8 @@ from django.test.utils import CaptureQueriesContext
 
 from controlplane.asgi import application
 from review.live import QueueTicker, ticker
-from review.services import task_claim_next
+from review.models import ReviewTask
+from review.services import task_assign, task_claim_next
 from tests.aio import run_async
 from tests.conftest import login
 from tests.factories import ItemFactory
@@ -90,6 +91,28 @@ def test_a_reviewer_receives_only_their_queues_and_sees_arrivals_and_claims(
 
     _run(scenario)
     assert ticker.watches == {}
+
+
+def test_an_assignment_reaches_the_assignee_live_though_no_count_changed(
+    queues, acme_step, reviewer, operator
+):
+    headers = _headers(reviewer)
+
+    async def scenario():
+        communicator = _communicator(headers)
+        await communicator.connect()
+        first = await communicator.receive_json_from(timeout=5)
+        assert 'data-testid="assigned"' not in first["html"]
+        task = await asyncio.to_thread(
+            lambda: ReviewTask.objects.get(step=acme_step, status="open")
+        )
+        await asyncio.to_thread(task_assign, task=task, assignee=reviewer, actor=operator)
+        assigned = await _until(communicator, lambda m: 'data-testid="assigned"' in m["html"])
+        assert "for you" in assigned["html"]
+        assert [c["open"] for c in assigned["counts"]] == [c["open"] for c in first["counts"]]
+        await communicator.disconnect()
+
+    _run(scenario)
 
 
 def test_an_operator_receives_every_queue(queues, operator):
