@@ -12,11 +12,8 @@ from django.utils import timezone
 
 from controlplane.models import WorkerHeartbeat
 from controlplane.monitoring import alerts
-from controlplane.monitoring.alert_services import (
-    alert_rule_update,
-    alert_rules_ensure,
-    alerts_evaluate,
-)
+from controlplane.monitoring.alert_rule_services import alert_rule_update
+from controlplane.monitoring.alert_services import alert_rules_ensure, alerts_evaluate
 from controlplane.monitoring.alerts import Facts, Kind, PipelineFacts, RuleSpec, Window
 from controlplane.monitoring.models import Alert, AlertRule
 from controlplane.schedules import SCHEDULES
@@ -265,9 +262,10 @@ def test_a_worker_cluster_without_a_heartbeat_for_three_minutes(db):
 
 
 def test_review_tasks_overdue(acme_pipeline, acme_step):
-    from review.models import ReviewQueue, ReviewTask
+    from review.models import ReviewTask
+    from tests.reviewing import join
 
-    queue = ReviewQueue.objects.create(pipeline=acme_pipeline, step=acme_step, name="Topic")
+    queue = join(acme_step)  # the step's queue, however the step got it
     now = timezone.now()
     for _ in range(2):
         ReviewTask.objects.create(

@@ -11,7 +11,8 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane.monitoring.alert_services import alert_rule_update, alerts_evaluate
+from controlplane.monitoring.alert_rule_services import alert_rule_update
+from controlplane.monitoring.alert_services import alerts_evaluate
 from controlplane.monitoring.alerts import Kind
 from controlplane.monitoring.models import Alert, AlertRule
 from pipelines.services.rollups import rollups_add

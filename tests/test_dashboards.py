@@ -66,6 +66,23 @@ def test_latency_shows_percentiles_from_buckets_with_gaps_and_the_sla_line():
     assert "shapes" not in latency_figure([busy], sla_seconds=None)["layout"]
 
 
+def test_latency_is_drawn_on_a_log_axis_labelled_in_durations():
+    fast, slow = _point(0), _point(1)
+    fast.latency["end_to_end"] = bucket_counts([0.0001] * 10)
+    slow.latency["end_to_end"] = bucket_counts([400.0] * 10)
+    figure = latency_figure([fast, slow], sla_seconds=120)
+    yaxis = figure["layout"]["yaxis"]
+    assert yaxis["type"] == "log" and "rangemode" not in yaxis
+    ticks = dict(zip(yaxis["tickvals"], yaxis["ticktext"], strict=True))
+    assert ticks[0.01] == "10 ms" and ticks[1] == "1 s" and ticks[60] == "1 min"
+    p50 = figure["data"][0]["y"]
+    # Milliseconds and minutes on one axis; never a 0, which a log axis cannot draw.
+    assert 0.001 <= p50[0] <= 0.01 and 300 <= p50[1] <= 600
+    # The SLA line is in seconds on the same axis.
+    [sla] = figure["layout"]["shapes"]
+    assert (sla["yref"], sla["y0"]) == ("y", 120)
+
+
 def test_error_rate_is_the_share_of_attempts_by_class():
     figure = error_rate_figure([_point(0, started=10, failed_transient=2, failed_system=1)])
     rates = {t["name"]: t["y"][0] for t in figure["data"]}
@@ -223,3 +240,26 @@ def test_the_navigation_links_operators_and_clients_to_the_dashboards(world):
         assert f'href="{reverse("dashboard-overview")}"' in response.content.decode()
     response = login(world["reviewer"]).get(reverse("review-queue"))
     assert f'href="{reverse("dashboard-overview")}"' not in response.content.decode()
+
+
+def test_the_seven_day_overview_reads_only_the_latency_it_draws(world, operator):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pipelines.models import LatencyRollup
+
+    pipeline = world["acme_item"].pipeline
+    now = timezone.now()
+    latencies_add(
+        {(pipeline.pk, measure): [0.5] for measure in LatencyRollup.Measure.values},
+        at=now - timedelta(hours=30),
+    )
+    http = login(operator)
+    with CaptureQueriesContext(connection) as queries:
+        response = http.get(reverse("dashboard-overview") + "?range=7d")
+    table = LatencyRollup._meta.db_table
+    latency_queries = [q["sql"] for q in queries if table in q["sql"]]
+    assert latency_queries
+    assert all("end_to_end" in sql and "queue_wait" not in sql for sql in latency_queries)
+    p50 = [y for y in _figure(response, "latency")["data"][0]["y"] if y is not None]
+    assert p50 and 0.25 <= p50[0] <= 0.5

@@ -201,3 +201,45 @@ def test_a_tick_costs_the_same_queries_for_one_viewer_and_for_fifty(world):
     assert update["type"] == "update"
     # The live minutes (the last three) hold the work, whichever minute the clock is in now.
     assert sum(update["charts"]["throughput"]["traces"][1]["y"]) == 3
+
+
+def test_a_client_flooding_the_socket_with_messages_is_closed(world):
+    from controlplane.monitoring.consumers import MESSAGE_BURST, TOO_MANY
+
+    headers = _headers(world["client_a"])
+
+    async def scenario():
+        communicator = _communicator(headers)
+        await _subscribe(communicator, "acme/triage")
+        for _ in range(MESSAGE_BURST * 4):
+            await communicator.send_json_to(
+                {"action": "subscribe", "pipeline": "acme/triage", "range": "1h"}
+            )
+        snapshots = 0
+        while True:
+            output = await communicator.receive_output(timeout=5)
+            if output["type"] == "websocket.close":
+                break
+            if json.loads(output["text"])["type"] == "snapshot":
+                snapshots += 1
+        assert output["code"] == TOO_MANY
+        # The burst was answered; the rest cost no snapshot reads.
+        assert snapshots == MESSAGE_BURST
+        await communicator.wait()
+
+    _run(scenario)
+    assert ticker.viewers == {}
+
+
+def test_the_message_bucket_refills_with_time():
+    from controlplane.monitoring.consumers import TokenBucket
+
+    now = [100.0]
+    bucket = TokenBucket(burst=2, rate=0.5, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    now[0] += 1.0  # half a token
+    assert bucket.take() is False
+    now[0] += 1.0
+    assert bucket.take() is True and bucket.take() is False
+    now[0] += 60  # never more than the burst
+    assert [bucket.take() for _ in range(3)] == [True, True, False]

@@ -79,3 +79,41 @@ def test_gauges_count_live_items_per_pipeline_and_status(acme_pipeline, monkeypa
     age = metrics.oldest_queued_age(pipeline_ids=[acme_pipeline.pk], now=timezone.now())
     assert age is not None and age >= 0
     assert metrics.oldest_queued_age(pipeline_ids=[], now=timezone.now()) is None
+
+
+def test_a_series_reads_only_the_latency_measures_asked_for(acme_pipeline):
+    now = timezone.now()
+    latencies_add(
+        {(acme_pipeline.pk, "end_to_end"): [1.0], (acme_pipeline.pk, "queue_wait"): [0.2]},
+        at=now,
+    )
+    for resolution in ("minute", "hour"):
+        since, until, _ = metrics.range_bounds("24h" if resolution == "hour" else "15m", now=now)
+        points = metrics.series(
+            pipeline_ids=[acme_pipeline.pk],
+            since=since,
+            until=until,
+            resolution=resolution,
+            measures=("end_to_end",),
+        )
+        assert {m for p in points for m in p.latency} == {"end_to_end"}
+    everything = metrics.series(pipeline_ids=[acme_pipeline.pk], since=since, until=until)
+    assert {m for p in everything for m in p.latency} == {"end_to_end", "queue_wait"}
+
+
+def test_the_oldest_queued_item_of_every_pipeline_is_one_query(acme_pipeline, globex_pipeline):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    old = ItemFactory(pipeline=acme_pipeline)
+    type(old).objects.filter(pk=old.pk).update(created_at=now - timedelta(minutes=7))
+    ItemFactory(pipeline=acme_pipeline)
+    ItemFactory(pipeline=globex_pipeline, status=Item.Status.RUNNING)
+    with CaptureQueriesContext(connection) as queries:
+        ages = metrics.oldest_queued_ages(
+            pipeline_ids=[acme_pipeline.pk, globex_pipeline.pk], now=now
+        )
+    assert len(queries) == 1
+    assert 419 <= ages[acme_pipeline.pk] <= 421
+    assert ages[globex_pipeline.pk] is None

@@ -3,7 +3,14 @@ from __future__ import annotations
 from django.contrib import admin
 
 from controlplane.admin_base import EmergencyOnlyAdmin
-from controlplane.monitoring.models import Alert, AlertRule, GaugeSample
+from controlplane.monitoring.models import (
+    Alert,
+    AlertRule,
+    BreakerSample,
+    CounterTotal,
+    GaugeSample,
+    HealthSample,
+)
 
 
 @admin.register(AlertRule)
@@ -24,3 +31,21 @@ class GaugeSampleAdmin(EmergencyOnlyAdmin):
     list_display = ["at", "pipeline", "queued", "running", "waiting_retry", "in_review"]
     list_filter = ["pipeline"]
     date_hierarchy = "at"
+
+
+@admin.register(HealthSample)
+class HealthSampleAdmin(EmergencyOnlyAdmin):
+    list_display = ["at", "clusters_alive", "clusters_running", "workers", "queued_tasks"]
+    date_hierarchy = "at"
+
+
+@admin.register(BreakerSample)
+class BreakerSampleAdmin(EmergencyOnlyAdmin):
+    list_display = ["at", "provider", "state", "failures"]
+    list_filter = ["state", "provider"]
+    date_hierarchy = "at"
+
+
+@admin.register(CounterTotal)
+class CounterTotalAdmin(EmergencyOnlyAdmin):
+    list_display = ["pipeline", "through", "updated_at"]

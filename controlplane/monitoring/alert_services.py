@@ -1,5 +1,5 @@
 """Writes of alerts: default rules, evaluation on the rollups (every minute, on a schedule),
-acknowledging and resolving, and rule changes (audited).
+acknowledging and resolving. Rule changes (audited) are in `alert_rule_services`.
 
 Evaluation reads every number through `pipelines.metrics` (and the budgets, breakers and
 heartbeats through their own services): a few queries per pass whatever the number of
@@ -11,13 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.apps import apps
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator, validate_email
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
@@ -38,7 +35,6 @@ from controlplane.monitoring.alerts import (
     rule_check,
 )
 from controlplane.monitoring.models import Alert, AlertRule
-from controlplane.services import audit_record
 from pipelines import metrics
 from pipelines.models import Item, Pipeline, Provider
 from pipelines.services.breaker import breaker_states
@@ -62,17 +58,6 @@ WINDOW_KINDS = frozenset(
 BASELINE_KINDS = frozenset({Kind.LATENCY_BASELINE, Kind.ERROR_RATE_BASELINE})
 BASELINE_SPAN = timedelta(hours=24)
 QUEUE_STATUSES = (Item.Status.QUEUED, Item.Status.WAITING_RETRY)
-EDITABLE = (
-    "threshold",
-    "window_minutes",
-    "enabled",
-    "show_in_app",
-    "notify_email",
-    "notify_webhook",
-    "recipients",
-    "webhook_url",
-    "cooldown_minutes",
-)
 
 
 def review_installed() -> bool:
@@ -368,77 +353,3 @@ def alert_resolve(*, alert: Alert, actor: AbstractBaseUser) -> Alert:
     if changed:
         alert.refresh_from_db()
     return alert
-
-
-# --- Rule changes ---------------------------------------------------------------------------
-
-
-def _recipients_clean(raw: str) -> str:
-    addresses = [part.strip() for part in raw.replace(";", ",").split(",") if part.strip()]
-    for address in addresses:
-        try:
-            validate_email(address)
-        except ValidationError:
-            raise ValidationError(
-                {"recipients": [f"“{address}” is not an email address."]}
-            ) from None
-    return ", ".join(addresses)
-
-
-def _rule_fields(rule: AlertRule) -> dict[str, Any]:
-    return {name: getattr(rule, name) for name in EDITABLE}
-
-
-@transaction.atomic
-def alert_rule_update(
-    *, rule: AlertRule, actor: AbstractBaseUser | None, **changes: Any
-) -> AlertRule:
-    """Change a rule's threshold, window, channels, recipients or cooldown; audited with the
-    fields before and after. Turning a rule off resolves its open alerts."""
-    unknown = set(changes) - set(EDITABLE)
-    if unknown:
-        raise TypeError(f"not editable: {sorted(unknown)}")
-    errors: dict[str, list[str]] = {}
-    if "recipients" in changes:
-        try:
-            changes["recipients"] = _recipients_clean(changes["recipients"] or "")
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
-    url = (changes.get("webhook_url") or "").strip()
-    if "webhook_url" in changes:
-        changes["webhook_url"] = url
-        if url:
-            try:
-                URLValidator(schemes=["http", "https"])(url)
-            except ValidationError:
-                errors["webhook_url"] = ["Enter an http(s) URL."]
-    if changes.get("threshold") is not None and changes["threshold"] < 0:
-        errors["threshold"] = ["A threshold cannot be negative."]
-    if "window_minutes" in changes and not 1 <= changes["window_minutes"] <= 7 * 24 * 60:
-        errors["window_minutes"] = ["From 1 minute to 7 days (10080)."]
-    if "cooldown_minutes" in changes and not 0 <= changes["cooldown_minutes"] <= 7 * 24 * 60:
-        errors["cooldown_minutes"] = ["From 0 to 7 days (10080 minutes)."]
-    if errors:
-        raise ValidationError(errors)
-    before = _rule_fields(rule)
-    for name, value in changes.items():
-        setattr(rule, name, value)
-    rule.full_clean(exclude=["pipeline"])
-    after = _rule_fields(rule)
-    diff = [name for name in EDITABLE if before[name] != after[name]]
-    if not diff:
-        return rule
-    rule.save(update_fields=[*diff, "updated_at"])
-    if not rule.enabled:
-        Alert.objects.filter(rule=rule, state__in=Alert.OPEN_STATES).update(
-            state=Alert.State.RESOLVED, resolved_at=timezone.now(), resolved_by=actor
-        )
-    audit_record(
-        actor=actor,
-        action="alert_rule.update",
-        obj=rule,
-        client=rule.pipeline.client if rule.pipeline_id else None,
-        before={name: before[name] for name in diff},
-        after={name: after[name] for name in diff},
-    )
-    return rule

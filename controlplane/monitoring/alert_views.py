@@ -3,8 +3,11 @@ banner every operator page polls, and the rules of each pipeline and the global 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
@@ -17,12 +20,14 @@ from controlplane.access import role_required
 from controlplane.forms import copy_errors
 from controlplane.htmx import redirect_after_post
 from controlplane.monitoring import alert_selectors as selectors
-from controlplane.monitoring.alert_forms import AlertRuleForm
-from controlplane.monitoring.alert_services import (
-    alert_acknowledge,
-    alert_resolve,
+from controlplane.monitoring.alert_forms import AlertRuleCreateForm, AlertRuleForm
+from controlplane.monitoring.alert_rule_services import (
+    alert_rule_create,
+    alert_rule_delete,
     alert_rule_update,
 )
+from controlplane.monitoring.alert_services import alert_acknowledge, alert_resolve
+from controlplane.monitoring.alerts import KIND_HELP
 from controlplane.monitoring.models import AlertRule
 from controlplane.params import parse_id
 from controlplane.roles import Role
@@ -135,24 +140,86 @@ def alert_rule_pipeline(request: HttpRequest, client_slug: str, slug: str) -> Ht
 def alert_rule_edit(request: HttpRequest, pk: int) -> HttpResponse:
     rule = selectors.alert_rule_get_for_user(user=request.user, pk=pk)
     form = AlertRuleForm(request.POST or None, instance=rule)
-    status = 200
     if request.method == "POST":
-        if form.is_valid():
-            try:
-                alert_rule_update(rule=rule, actor=request.user, **form.cleaned_data)
-            except ValidationError as exc:
-                copy_errors(form, exc)
-            else:
-                messages.success(request, f"Rule saved: {rule}.")
-                if rule.pipeline_id:
-                    return redirect_after_post(
-                        request,
-                        "alert-rule-pipeline",
-                        rule.pipeline.client.slug,
-                        rule.pipeline.slug,
-                    )
-                return redirect_after_post(request, "alert-rule-list")
-        status = 422
+        done = _rule_save(
+            request,
+            form,
+            lambda fields: alert_rule_update(rule=rule, actor=request.user, **fields),
+            said="Rule saved",
+        )
+        if done is not None:
+            return done
+    context = {"rule": rule, "form": form}
+    return render(request, "monitoring/alert_rule_edit.html", context, status=_status(request))
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Role.OPERATOR)
+def alert_rule_create_view(request: HttpRequest) -> HttpResponse:
+    pipeline_id = parse_id(request.GET.get("pipeline"))
+    initial = {} if pipeline_id is None else {"pipeline": pipeline_id}
+    form = AlertRuleCreateForm(request.POST or None, initial=initial)
+    if request.method == "POST":
+        done = _rule_save(
+            request,
+            form,
+            lambda fields: alert_rule_create(actor=request.user, **fields),
+            said="Rule added",
+        )
+        if done is not None:
+            return done
+    context = {"form": form, "kind_help": list(KIND_HELP.values())}
+    return render(request, "monitoring/alert_rule_create.html", context, status=_status(request))
+
+
+def _rule_save(
+    request: HttpRequest,
+    form: forms.ModelForm,
+    save: Callable[[dict[str, Any]], AlertRule],
+    *,
+    said: str,
+) -> HttpResponse | None:
+    """Save a posted rule form through its service: the redirect to the rule's list, or None
+    with the errors on the form (by field where the form has it)."""
+    if not form.is_valid():
+        return None
+    try:
+        rule = save(dict(form.cleaned_data))
+    except ValidationError as exc:
+        copy_errors(form, exc)
+        return None
+    messages.success(request, f"{said}: {rule}.")
+    return _back_to_rules(request, rule)
+
+
+def _status(request: HttpRequest) -> int:
+    # A form shown again after a POST was refused.
+    return 422 if request.method == "POST" else 200
+
+
+def _back_to_rules(request: HttpRequest, rule: AlertRule) -> HttpResponse:
+    """The rules page the rule is listed on: its pipeline's, or the global rules."""
+    if rule.pipeline_id:
+        return redirect_after_post(
+            request, "alert-rule-pipeline", rule.pipeline.client.slug, rule.pipeline.slug
+        )
+    return redirect_after_post(request, "alert-rule-list")
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Role.OPERATOR)
+def alert_rule_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    rule = selectors.alert_rule_get_for_user(user=request.user, pk=pk)
+    error = ""
+    if request.method == "POST":
+        try:
+            alert_rule_delete(rule=rule, actor=request.user)
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        else:
+            messages.success(request, f"Rule deleted: {rule}.")
+            return _back_to_rules(request, rule)
+    context = {"rule": rule, "error": error, "alerts": rule.alerts.count()}
     return render(
-        request, "monitoring/alert_rule_edit.html", {"rule": rule, "form": form}, status=status
+        request, "monitoring/alert_rule_delete.html", context, status=422 if error else 200
     )

@@ -8,12 +8,20 @@ Protocol (JSON text frames):
 - the server answers with one ``{"type": "snapshot", ...}`` holding the whole current window (the
   same charts and tiles the page renders), then sends ``{"type": "update", ...}`` every tick.
 - close codes: 4401 not signed in, 4403 a role without dashboards, 4404 a pipeline the user may
-  not see (or that does not exist); a malformed message gets ``{"type": "error"}``.
+  not see (or that does not exist), 4429 too many messages; a malformed message gets
+  ``{"type": "error"}``.
+- every message a client sends costs a token of its connection's bucket (MESSAGE_BURST tokens,
+  refilled at MESSAGE_RATE per second): a page sends one subscription per (re)connect or range
+  change, so only a misbehaving client runs out, and its socket is closed with 4429 before it
+  can make the server read a snapshot per message.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -25,7 +33,35 @@ from controlplane.roles import Role, role_of
 NOT_SIGNED_IN = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
+TOO_MANY = 4429
+MESSAGE_BURST = 5
+MESSAGE_RATE = 0.5
 DASHBOARD_ROLES = (Role.OPERATOR, Role.CLIENT)
+
+
+@dataclass
+class TokenBucket:
+    """Up to `burst` actions at once, then `rate` per second."""
+
+    burst: float
+    rate: float
+    clock: Callable[[], float] = time.monotonic
+    tokens: float = field(init=False)
+    updated: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+        self.updated = self.clock()
+
+    def take(self) -> bool:
+        """Spend one token if there is one; False when the bucket is empty."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 def _subscription(user, *, pipeline: str, range_name: str, role: Role) -> Subscription:
@@ -43,6 +79,7 @@ def _subscription(user, *, pipeline: str, range_name: str, role: Role) -> Subscr
 
 class DashboardConsumer(AsyncWebsocketConsumer):
     role: Role | None = None
+    bucket: TokenBucket | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -53,9 +90,17 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if self.role not in DASHBOARD_ROLES:
             await self.close(code=FORBIDDEN)
             return
+        self.bucket = TokenBucket(burst=MESSAGE_BURST, rate=MESSAGE_RATE)
         await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.bucket is None:
+            return  # refused or closed already: frames still in flight are dropped
+        if not self.bucket.take():
+            self.bucket = None
+            ticker.unsubscribe(self)
+            await self.close(code=TOO_MANY)
+            return
         try:
             message = json.loads(text_data or "")
             if not isinstance(message, dict) or message.get("action") != "subscribe":

@@ -30,6 +30,20 @@ QUEUE_GAUGES = (
     ("delivering", "delivering"),
 )
 QUANTILES = (50, 95, 99)
+# Tick marks of the latency chart's log axis, in seconds, with their labels.
+LATENCY_TICKS = (
+    (0.001, "1 ms"),
+    (0.01, "10 ms"),
+    (0.1, "100 ms"),
+    (1, "1 s"),
+    (10, "10 s"),
+    (60, "1 min"),
+    (600, "10 min"),
+    (3600, "1 h"),
+    (86400, "1 day"),
+)
+# A log axis cannot draw 0: faster than this is drawn as this.
+LATENCY_FLOOR = 0.001
 COLOURS = {
     "ingested": "#6b7280",
     "accepted": "#16a34a",
@@ -71,13 +85,22 @@ def latency_figure(points: Sequence[Point], *, sla_seconds: float | None) -> dic
     # Markers too: a lone busy hour between idle ones has no neighbour to draw a line to.
     traces = [
         {
-            **_line(f"p{q}", x, [_rounded(p.percentile("end_to_end", q)) for p in points]),
+            **_line(f"p{q}", x, [_latency(p.percentile("end_to_end", q)) for p in points]),
             "mode": "lines+markers",
             "marker": {"size": 4},
+            "hovertemplate": "%{y:.3~g} s",
         }
         for q in QUANTILES
     ]
-    figure = _figure(traces, y_title="seconds, end to end")
+    figure = _figure(traces, y_title="end to end")
+    # Latency spans milliseconds to minutes: a log axis keeps both readable, labelled in
+    # durations rather than powers of ten.
+    figure["layout"]["yaxis"] = {
+        "title": {"text": "end to end"},
+        "type": "log",
+        "tickvals": [t for t, _ in LATENCY_TICKS],
+        "ticktext": [label for _, label in LATENCY_TICKS],
+    }
     if sla_seconds:
         figure["layout"]["shapes"] = [
             {
@@ -201,6 +224,61 @@ def budget_figure(bars: Sequence[BudgetBar]) -> dict[str, Any]:
     return {"data": [trace], "layout": layout}
 
 
+HEALTH_LINES = (
+    ("clusters alive", "clusters_alive", "y"),
+    ("worker processes", "workers", "y"),
+    ("queued tasks", "queued_tasks", "y3"),
+)
+BREAKER_LEVELS = ("closed", "half-open", "open")
+
+
+def health_figure(points: Sequence[Any], *, providers: Sequence[tuple[int, str]]) -> dict[str, Any]:
+    """The installation's health over time (operators only): each provider's breaker as a step
+    line on a closed / half-open / open scale above, and below it the worker clusters alive,
+    worker processes and tasks waiting in the queue (on their own axis, right). `points` are
+    `health.HealthPoint`s; a provider not sampled at a point has a gap there."""
+    x = [x_of(p.at) for p in points]
+    traces: list[dict[str, Any]] = [
+        {
+            **_line(name, x, [p.breakers.get(pk) for p in points]),
+            "yaxis": "y2",
+            "line": {"shape": "hv"},
+            "mode": "lines+markers",
+            "marker": {"size": 3},
+            "legendgroup": "breakers",
+        }
+        for pk, name in providers
+    ]
+    for name, key, axis in HEALTH_LINES:
+        trace = _line(name, x, [p.values.get(key) for p in points])
+        trace["yaxis"] = axis
+        if axis == "y3":
+            trace["line"] = {"dash": "dot"}
+        traces.append(trace)
+    figure = _figure(traces, y_title="workers")
+    layout = figure["layout"]
+    layout["yaxis"].update({"domain": [0, 0.42], "rangemode": "tozero", "automargin": True})
+    layout["yaxis2"] = {
+        "domain": [0.55, 1],
+        "range": [-0.3, 2.3],
+        "tickvals": [0, 1, 2],
+        "ticktext": list(BREAKER_LEVELS),
+        "title": {"text": "breakers"},
+        "fixedrange": True,
+        "automargin": True,
+    }
+    layout["yaxis3"] = {
+        "overlaying": "y",
+        "side": "right",
+        "rangemode": "tozero",
+        "showgrid": False,
+        "tickformat": ",d",
+        "title": {"text": "queued tasks"},
+    }
+    layout["margin"] = {**layout["margin"], "r": 55}
+    return figure
+
+
 def charts_build(
     *,
     points: Sequence[Point],
@@ -269,8 +347,9 @@ def _money(value: int | Decimal) -> float:
     return round(float(value), 6)
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _latency(value: float | None) -> float | None:
+    """Seconds as the latency chart draws them: 4 significant digits, at least LATENCY_FLOOR."""
+    return None if value is None else float(f"{max(value, LATENCY_FLOOR):.4g}")
 
 
 def _line(name: str, x: list[str], y: list) -> dict[str, Any]:

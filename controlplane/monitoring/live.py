@@ -33,16 +33,18 @@ from controlplane.monitoring.figures import (
     BudgetBar,
     Sample,
     charts_build,
+    health_figure,
     tiles_build,
     traces_of,
     x_of,
 )
+from controlplane.monitoring.health import HEARTBEAT_SILENT_SECONDS, health_sample_series
 from controlplane.monitoring.samples import gauge_sample_series
 from controlplane.selectors import heartbeat_list
 from controlplane.ticking import TickLoop, Viewer
 from pipelines import metrics
 from pipelines.metrics import DEFAULT_RANGE, RANGES, Point
-from pipelines.models import Pipeline
+from pipelines.models import Pipeline, Provider
 from pipelines.selectors import pipeline_get_for_user, pipeline_list_for_user, provider_list
 from pipelines.services.breaker import breaker_states
 from pipelines.services.budgets import Budget, budgets_for, day_bounds
@@ -50,12 +52,13 @@ from pipelines.services.budgets import Budget, budgets_for, day_bounds
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+# The latency measures the dashboards draw (the latency chart and the p95 tile): only these
+# latency rows are read.
+DRAWN = ("end_to_end",)
 # Minutes re-read on every tick: a batch that finishes late still lands in a minute re-read.
 LIVE_MINUTES = 3
 # The tiles' rates (items per minute, p95, error rate) cover the last five minutes.
 RECENT_MINUTES = 5
-# A worker cluster that has not reported for this long is shown as silent.
-HEARTBEAT_SILENT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class Subscription:
     single: bool
     # Breakers and worker heartbeats: provider names and hosts are for operators only.
     operations: bool
+
+    @property
+    def health(self) -> bool:
+        """The overview of an operator also draws the breaker and worker history."""
+        return self.operations and not self.single
 
 
 def dashboard_scope(*, user, client_slug: str = "", slug: str = "") -> list[Pipeline]:
@@ -96,12 +104,17 @@ def dashboard_read(
     range_name = range_name_of(range_name)
     since, until, resolution = metrics.range_bounds(range_name, now=now)
     ids = [p.pk for p in pipelines]
-    points = metrics.series(pipeline_ids=ids, since=since, until=until, resolution=resolution)
+    points = metrics.series(
+        pipeline_ids=ids, since=since, until=until, resolution=resolution, measures=DRAWN
+    )
     if resolution == "minute":
         recent_points = points[-RECENT_MINUTES:]
     else:
         recent_points = metrics.series(
-            pipeline_ids=ids, since=until - timedelta(minutes=RECENT_MINUTES), until=until
+            pipeline_ids=ids,
+            since=until - timedelta(minutes=RECENT_MINUTES),
+            until=until,
+            measures=DRAWN,
         )
     gauges = metrics.gauges_total(metrics.gauges(pipeline_ids=ids))
     history = gauge_sample_series(pipeline_ids=ids, since=since, until=until, resolution=resolution)
@@ -126,7 +139,11 @@ def dashboard_read(
         ),
     }
     if operations:
-        payload.update(operations_read(now=now))
+        providers = operations_providers()
+        payload.update(operations_read(now=now, providers=providers))
+        if not single:
+            points = health_sample_series(since=since, until=until, resolution=resolution)
+            payload["charts"]["health"] = health_figure(points, providers=_named(providers))
     return payload
 
 
@@ -144,9 +161,21 @@ def budget_bars(pipelines: Iterable[Pipeline], budgets: dict[int, list[Budget]])
     return list(bars.values())
 
 
-def operations_read(*, now: datetime) -> dict[str, list[dict[str, Any]]]:
+def operations_providers() -> list[Provider]:
+    """The providers of the breaker table and the health chart, in their order."""
+    return list(provider_list().prefetch_related(None).order_by("name"))
+
+
+def _named(providers: Iterable[Provider]) -> list[tuple[int, str]]:
+    return [(p.pk, p.name) for p in providers]
+
+
+def operations_read(
+    *, now: datetime, providers: Sequence[Provider] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Breaker states per provider and worker heartbeats, as shown to operators."""
-    providers = list(provider_list().prefetch_related(None).order_by("name"))
+    if providers is None:
+        providers = operations_providers()
     states = breaker_states(providers)
     breakers = [
         {
@@ -262,15 +291,43 @@ class Ticker(TickLoop):
         gauges = metrics.gauges(pipeline_ids=ids)
         budgets = budgets_for(pipelines.values(), now=now)
         costs = metrics.cost_since(pipeline_ids=ids, since=day_bounds(now)[0])
-        operations = operations_read(now=now) if any(s.operations for s in subscriptions) else None
+        operations = health = None
+        if any(s.operations for s in subscriptions):
+            providers = operations_providers()
+            operations = operations_read(now=now, providers=providers)
+            health = self._read_health(subscriptions, providers, now)
         texts = {}
         for subscription in subscriptions:
             watched = [pipelines[pid] for pid in subscription.pipeline_ids if pid in pipelines]
             update = self._update(subscription, watched, gauges, budgets, costs, now)
             if subscription.operations and operations is not None:
                 update.update(operations)
+            if subscription.health and health is not None:
+                resolution = RANGES[subscription.range_name][1]
+                update["charts"]["health"] = {"traces": health[resolution]}
             texts[subscription] = json.dumps(update, cls=DjangoJSONEncoder)
         return texts
+
+    def _read_health(
+        self, subscriptions: Sequence[Subscription], providers: Sequence[Provider], now: datetime
+    ) -> dict[str, list[dict[str, list]]] | None:
+        """The newest health samples as health chart traces, per resolution the operators'
+        overviews use: the last few minutes, or the previous and current hour. Two queries per
+        resolution."""
+        resolutions = {RANGES[s.range_name][1] for s in subscriptions if s.health}
+        if not resolutions:
+            return None
+        until = metrics.range_bounds("15m", now=now)[1]
+        current = until - timedelta(minutes=1)
+        found = {}
+        for resolution in sorted(resolutions):
+            if resolution == "hour":
+                since = _hour_of(current) - timedelta(hours=1)
+            else:
+                since = current - timedelta(minutes=LIVE_MINUTES - 1)
+            points = health_sample_series(since=since, until=until, resolution=resolution)
+            found[resolution] = traces_of(health_figure(points, providers=_named(providers)))
+        return found
 
     def _forget_others(self, ids: Sequence[int]) -> None:
         for pid in set(self.minutes) - set(ids):
@@ -286,14 +343,18 @@ class Ticker(TickLoop):
         new = [pid for pid in ids if pid not in self.minutes]
         if known:
             since = current - timedelta(minutes=LIVE_MINUTES - 1)
-            fresh = metrics.series_by_pipeline(pipeline_ids=known, since=since, until=until)
+            fresh = metrics.series_by_pipeline(
+                pipeline_ids=known, since=since, until=until, measures=DRAWN
+            )
             for pid in known:
                 kept = self.minutes[pid]
                 for at in [at for at in kept if at >= since or at < keep_from]:
                     del kept[at]
                 kept.update(fresh[pid])
         if new:
-            fresh = metrics.series_by_pipeline(pipeline_ids=new, since=keep_from, until=until)
+            fresh = metrics.series_by_pipeline(
+                pipeline_ids=new, since=keep_from, until=until, measures=DRAWN
+            )
             self.minutes.update(fresh)
 
     def _update(

@@ -2,9 +2,10 @@
 capped gauges on every scrape (a custom collector; nothing is kept in process memory, so every
 web process answers the same).
 
-Counters count the current UTC day: they start from zero at midnight, which Prometheus's
-`rate()` and `increase()` treat as a counter reset (as after a restart); each counter's
-`_created` series says when its day began. A latency histogram is cumulative over the same day.
+Counters count everything since the pipeline was created and never go down: the counter totals
+(`totals.py`) hold the rollups up to an hour boundary, and a scrape adds the rollups after it.
+Each counter's `_created` series is the pipeline's creation. The latency histograms are
+cumulative in the same way.
 
 Behind a bearer token (SLUICE_METRICS_TOKEN); without one configured the endpoint does not
 exist (404).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import hmac
 import math
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -32,12 +33,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from controlplane.models import WorkerHeartbeat
+from controlplane.monitoring.health import health_latest
 from controlplane.monitoring.models import Alert
+from controlplane.monitoring.totals import counter_totals_read
 from pipelines import metrics
 from pipelines.histogram import BOUNDS
 from pipelines.models import BreakerEvent, Pipeline, Provider
 from pipelines.services.breaker import breaker_states
-from pipelines.services.budgets import budgets_for, day_bounds
+from pipelines.services.budgets import budgets_for
 
 PREFIX = "sluice"
 LABELS = ("client", "pipeline")
@@ -56,13 +59,39 @@ COUNTER_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
+# Health sample fields and how they are exposed.
+HEALTH_NAMES: dict[str, tuple[str, str]] = {
+    "clusters_alive": (
+        "worker_clusters_alive",
+        "Worker clusters with a heartbeat in the last two minutes, at the newest health sample",
+    ),
+    "clusters_running": (
+        "worker_clusters_running",
+        "Worker clusters whose django-q2 Stat was current, at the newest health sample",
+    ),
+    "workers": (
+        "worker_processes",
+        "Worker processes of the running clusters (django-q2 Stat), at the newest health sample",
+    ),
+    "queued_tasks": (
+        "task_queue_depth",
+        "Tasks waiting in the django-q2 broker's queue, at the newest health sample",
+    ),
+    "breakers_open": (
+        "breakers_open",
+        "Providers whose breaker was open or half-open, at the newest health sample",
+    ),
+}
+
+
 def _labels(pipeline: Pipeline) -> list[str]:
     return [pipeline.client.slug, pipeline.slug]
 
 
 class SluiceCollector(Collector):
-    """Reads pipelines.metrics once per scrape: two rollup queries for all pipelines, the
-    capped gauges per pipeline and status, budgets, breakers, heartbeats and open alerts."""
+    """Reads once per scrape, a fixed number of queries whatever the number of pipelines: the
+    counter totals and the rollups after them, the capped gauges (one statement), the oldest
+    queued items, budgets, breakers, heartbeats, the newest health sample and open alerts."""
 
     def __init__(self, *, now: datetime | None = None) -> None:
         self.now = now
@@ -70,17 +99,14 @@ class SluiceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self.now or timezone.now()
         pipelines = list(Pipeline.objects.select_related("client").order_by("pk"))
-        ids = [p.pk for p in pipelines]
-        day_start, _ = day_bounds(now)
-        created = day_start.timestamp()
-        until = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        today = metrics.totals_by_pipeline(pipeline_ids=ids, since=day_start, until=until)
-        yield from self._counters(pipelines, today, created)
-        yield from self._latency(pipelines, today, created)
+        totals = counter_totals_read(pipeline_ids=[p.pk for p in pipelines])
+        yield from self._counters(pipelines, totals)
+        yield from self._latency(pipelines, totals)
         yield from self._gauges(pipelines, now)
         yield from self._budgets(pipelines, now)
         yield from self._breakers()
         yield from self._workers(now)
+        yield from self._health(now)
         open_alerts = GaugeMetricFamily(
             f"{PREFIX}_alerts_open", "Alerts firing or acknowledged, by state", labels=["state"]
         )
@@ -93,34 +119,31 @@ class SluiceCollector(Collector):
             open_alerts.add_metric([state], n)
         yield open_alerts
 
-    def _counters(self, pipelines, today, created) -> Iterator[Metric]:
+    def _counters(self, pipelines, totals) -> Iterator[Metric]:
         for field, (name, help_text) in COUNTER_NAMES.items():
-            family = CounterMetricFamily(
-                f"{PREFIX}_{name}", f"{help_text}, today (UTC)", labels=LABELS
-            )
+            family = CounterMetricFamily(f"{PREFIX}_{name}", help_text, labels=LABELS)
             for p in pipelines:
-                family.add_metric(_labels(p), int(today[p.pk].count(field)), created=created)
+                family.add_metric(_labels(p), int(totals[p.pk].count(field)), created=_created(p))
             yield family
         failed = CounterMetricFamily(
             f"{PREFIX}_items_failed",
-            "Failed attempts by error class, today (UTC)",
+            "Failed attempts by error class",
             labels=[*LABELS, "error_class"],
         )
         tokens = CounterMetricFamily(
-            f"{PREFIX}_tokens",
-            "Model tokens used, today (UTC)",
-            labels=[*LABELS, "direction"],
+            f"{PREFIX}_tokens", "Model tokens used", labels=[*LABELS, "direction"]
         )
         cost = CounterMetricFamily(
             f"{PREFIX}_cost",
-            "Spend on model calls, today (UTC), in the price list's currency",
+            "Spend on model calls, in the price list's currency",
             labels=LABELS,
         )
         saved = CounterMetricFamily(
-            f"{PREFIX}_cost_saved", "Spend the result cache avoided, today (UTC)", labels=LABELS
+            f"{PREFIX}_cost_saved", "Spend the result cache avoided", labels=LABELS
         )
         for p in pipelines:
-            point = today[p.pk]
+            point = totals[p.pk]
+            created = _created(p)
             for error_class in ("transient", "processing", "system", "provider_limit"):
                 failed.add_metric(
                     [*_labels(p), error_class],
@@ -137,16 +160,16 @@ class SluiceCollector(Collector):
             saved.add_metric(_labels(p), float(point.count("cost_saved")), created=created)
         yield from (failed, tokens, cost, saved)
 
-    def _latency(self, pipelines, today, created) -> Iterator[Metric]:
+    def _latency(self, pipelines, totals) -> Iterator[Metric]:
         family = HistogramMetricFamily(
             f"{PREFIX}_latency_seconds",
-            "Seconds per item by measure (queue_wait, processing, end_to_end, review_wait), "
-            "today (UTC); from the rollups' buckets, which keep counts but no sum",
+            "Seconds per item by measure (queue_wait, processing, end_to_end, review_wait); "
+            "from the rollups' buckets, which keep counts but no sum",
             labels=[*LABELS, "measure"],
         )
         for p in pipelines:
             for measure in metrics.MEASURES:
-                counts = today[p.pk].latency.get(measure, {})
+                counts = totals[p.pk].latency.get(measure, {})
                 family.add_metric([*_labels(p), measure], _cumulative(counts), sum_value=None)
         yield family
 
@@ -164,14 +187,15 @@ class SluiceCollector(Collector):
             "Seconds the oldest queued item has waited (0 when none waits)",
             labels=LABELS,
         )
-        gauges = metrics.gauges(pipeline_ids=[p.pk for p in pipelines])
+        ids = [p.pk for p in pipelines]
+        gauges = metrics.gauges(pipeline_ids=ids)
+        ages = metrics.oldest_queued_ages(pipeline_ids=ids, now=now)
         for p in pipelines:
             values = gauges[p.pk]
             for status in metrics.GAUGE_STATUSES:
                 depth.add_metric([*_labels(p), status], values.get(status, 0))
             backlog.add_metric(_labels(p), values.get("in_review", 0))
-            age = metrics.oldest_queued_age(pipeline_ids=[p.pk], now=now)
-            oldest.add_metric(_labels(p), max(0.0, age or 0.0))
+            oldest.add_metric(_labels(p), max(0.0, ages.get(p.pk) or 0.0))
         yield from (depth, backlog, oldest)
 
     def _budgets(self, pipelines, now) -> Iterator[Metric]:
@@ -218,6 +242,30 @@ class SluiceCollector(Collector):
                 [beat.host, beat.cluster], max(0.0, (now - beat.last_seen).total_seconds())
             )
         yield family
+
+    def _health(self, now) -> Iterator[Metric]:
+        """The newest health sample (the per-minute schedule): workers, queued tasks, breakers."""
+        point = health_latest()
+        if point is None:
+            return
+        age = GaugeMetricFamily(
+            f"{PREFIX}_health_sample_age_seconds",
+            "Seconds since the newest health sample (taken every minute by the workers)",
+        )
+        age.add_metric([], max(0.0, (now - point.at).total_seconds()))
+        yield age
+        for key, (name, help_text) in HEALTH_NAMES.items():
+            value = point.values.get(key)
+            if value is None:
+                continue
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", help_text)
+            family.add_metric([], value)
+            yield family
+
+
+def _created(pipeline: Pipeline) -> float:
+    """When a pipeline's counters began: its creation."""
+    return pipeline.created_at.timestamp()
 
 
 def _cumulative(counts: dict[int, int]) -> list[tuple[str, float]]:

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 
 from controlplane.monitoring.alerts import GLOBAL_KINDS, KIND_HELP, Kind
-from pipelines.models import Pipeline
+from pipelines.models import BreakerEvent, Pipeline, Provider
 
 
 class AlertRule(models.Model):
@@ -162,3 +162,68 @@ class GaugeSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pipeline_id} @ {self.at:%Y-%m-%d %H:%M}"
+
+
+class HealthSample(models.Model):
+    """Per minute, the health of the installation as the schedule sampled it: worker clusters
+    and processes, tasks waiting in django-q2's queue, breakers not closed. Kept with the gauge
+    samples (`samples.KEEP`)."""
+
+    at = models.DateTimeField(unique=True)
+    # Worker clusters whose heartbeat is recent (the heartbeat schedule, every minute).
+    clusters_alive = models.PositiveIntegerField(default=0)
+    # Clusters whose django-q2 sentinel reported its Stat in the last seconds, and their worker
+    # processes.
+    clusters_running = models.PositiveIntegerField(default=0)
+    workers = models.PositiveIntegerField(default=0)
+    # Tasks waiting in the broker's queue; empty when the broker did not answer.
+    queued_tasks = models.PositiveIntegerField(null=True, blank=True)
+    # Providers whose breaker is open or half-open.
+    breakers_open = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at"]
+
+    def __str__(self) -> str:
+        return f"health @ {self.at:%Y-%m-%d %H:%M}"
+
+
+class BreakerSample(models.Model):
+    """Per provider and minute, its breaker as the schedule sampled it (the live state is in
+    the cache; its changes are BreakerEvents)."""
+
+    # The unique (provider, at) index serves lookups by provider: no index of its own.
+    provider = models.ForeignKey(
+        Provider, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=BreakerEvent.State.choices)
+    failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["provider", "at"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "at"], name="breaker_sample_minute")
+        ]
+        indexes = [models.Index(fields=["at"], name="breaker_sample_at")]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id} @ {self.at:%Y-%m-%d %H:%M}: {self.state}"
+
+
+class CounterTotal(models.Model):
+    """Per pipeline, its rollups summed from the first up to `through` (an hour boundary), so
+    /metrics can serve counters that only ever go up while reading only the rollups after it.
+    Moved forward by the per-minute sample task once an hour has settled."""
+
+    pipeline = models.OneToOneField(Pipeline, on_delete=models.CASCADE, related_name="+")
+    # Rollup minutes before this are in the totals; those from it on are not.
+    through = models.DateTimeField()
+    # Rollup counter -> its sum (decimals as text, to keep every digit).
+    counts = models.JSONField(default=dict)
+    # Latency measure -> {bucket index (as text): count}.
+    latency = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} through {self.through:%Y-%m-%d %H:%M}"

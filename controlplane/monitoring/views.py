@@ -22,6 +22,7 @@ CHARTS = (
     ("cost", "Cost"),
     ("budget", "Spend against budget"),
     ("backlog", "Review backlog"),
+    ("health", "Breakers and workers"),
 )
 TILES = (
     ("items_per_minute", "Items / min (5 min)"),
@@ -65,6 +66,8 @@ def _render(request: HttpRequest, *, pipelines, pipeline) -> HttpResponse:
         "charts": [
             {"name": name, "title": title, "figure": data["charts"][name], "id": f"chart-{name}"}
             for name, title in CHARTS
+            # The health history is on an operator's overview only.
+            if name in data["charts"]
         ],
         "tiles": [
             {"name": name, "label": label, "value": data["tiles"][name]} for name, label in TILES

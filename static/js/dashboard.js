@@ -133,6 +133,8 @@
         return;
       }
       show("reconnecting…", "muted");
+      // 4429: this page sent too many messages; wait longer before trying again.
+      if (event.code === 4429) delay = Math.max(delay, 5000);
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     });
