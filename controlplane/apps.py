@@ -23,3 +23,5 @@ class ControlplaneConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_after_migrate, dispatch_uid="sluice-after-migrate")
+        # The shell's receiver: a rollout rolled back by a guard raises an alert.
+        from controlplane import rollout_alerts  # noqa: F401

@@ -7,6 +7,7 @@ from pipelines.models import (
     AiModel,
     BreakerEvent,
     Delivery,
+    Evaluation,
     Example,
     ExampleImport,
     IdempotencyKey,
@@ -18,9 +19,12 @@ from pipelines.models import (
     PromptLabel,
     PromptVersion,
     Provider,
+    Rollout,
     Rollup,
     RouteEntry,
     Step,
+    StepLatencyRollup,
+    StepRollup,
     TrainedModel,
 )
 
@@ -215,3 +219,28 @@ class TrainedModelAdmin(EmergencyOnlyAdmin):
 class LatencyRollupAdmin(EmergencyOnlyAdmin):
     list_display = ["pipeline", "minute", "measure", "bucket", "count"]
     list_filter = ["measure", "pipeline"]
+
+
+@admin.register(StepRollup)
+class StepRollupAdmin(EmergencyOnlyAdmin):
+    list_display = ["step", "version", "minute", "started", "accepted", "held", "failed", "cost"]
+    list_filter = ["pipeline"]
+    date_hierarchy = "minute"
+
+
+@admin.register(Rollout)
+class RolloutAdmin(EmergencyOnlyAdmin):
+    list_display = ["step", "candidate", "baseline", "status", "stage", "started_at"]
+    list_filter = ["status"]
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(EmergencyOnlyAdmin):
+    list_display = ["step", "version", "source", "status", "done", "total", "created_at"]
+    list_filter = ["status", "source"]
+    exclude = ["results"]
+
+
+@admin.register(StepLatencyRollup)
+class StepLatencyRollupAdmin(EmergencyOnlyAdmin):
+    list_display = ["step", "version", "minute", "bucket", "count"]

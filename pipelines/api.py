@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,11 +19,13 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Header, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import ConfigDict, StrictBool, StrictInt, field_validator
+from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictInt, field_validator
 
 from controlplane.api_auth import ApiKeyAuth
 from pipelines.gate import public_error_message
 from pipelines.models import IdempotencyKey, Item, Pipeline, Step
+from pipelines.rows_io import MAX_DEPTH
+from pipelines.rows_io import _text_problem as text_problem
 from pipelines.services.ingest import items_submit
 from pipelines.services.redrive import (
     REDRIVABLE,
@@ -58,23 +61,28 @@ class Strict(Schema):
     model_config = ConfigDict(extra="forbid")
 
 
-def _storable(value: Any, path: str = "data") -> None:
+def _storable(value: Any, path: str = "data", depth: int = 1) -> None:
     """Refuse what a database cannot keep faithfully: NUL characters (PostgreSQL text and jsonb
-    reject them) and NaN or infinite numbers (JSON has no such values)."""
+    reject them), half of a surrogate pair (not text at all), NaN or infinite numbers (JSON has
+    no such values), and nesting deeper than uploads take (MAX_DEPTH), which no real data has
+    and which every step that walks the data would fail on."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{path} contains a NUL character")
+        if reason := text_problem(value):
+            raise ValueError(f"{path} {reason}")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{path} is not a finite number")
-    elif isinstance(value, dict):
+    elif isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{path} is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, list):
+            for index, inner in enumerate(value):
+                _storable(inner, f"{path}[{index}]", depth + 1)
+            return
         for key, inner in value.items():
-            if "\x00" in key:
-                raise ValueError(f"a key in {path} contains a NUL character")
-            _storable(inner, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            _storable(inner, f"{path}[{index}]")
+            if reason := text_problem(key):
+                raise ValueError(f"a key in {path} {reason}")
+            _storable(inner, f"{path}.{key}", depth + 1)
 
 
 class ItemIn(Strict):
@@ -337,10 +345,21 @@ def item_get(request: HttpRequest, item_id: int):
     return _item_out(item)
 
 
+def _iso_moment(value: Any) -> Any:
+    # pydantic would also read a bare number as seconds since 1970: the document promises
+    # ISO 8601, and a number there is a client's mistake worth a 422.
+    if isinstance(value, str) and not re.match(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("Give a time in ISO 8601, e.g. 2026-01-31T12:00:00Z.")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_moment)]
+
+
 class ItemFilters(Schema):
     pipeline: str | None = None
     status: str | None = None
-    since: datetime | None = Field(None, description="Items received at or after this time.")
+    since: Moment | None = Field(None, description="Items received at or after this time.")
     cursor: str | None = Field(None, description="next_cursor of the previous page.")
     limit: int = Field(100, ge=1, le=1000)
 
@@ -420,8 +439,8 @@ class DeadLetterFilters(Schema):
         None, max_length=60, description="Position (1, 2, …) or slug of the step they stopped at."
     )
     error_class: str | None = Field(None, description=f"One of {', '.join(ERROR_CLASSES)}.")
-    since: datetime | None = Field(None, description="Ended at or after this time.")
-    until: datetime | None = Field(None, description="Ended before this time.")
+    since: Moment | None = Field(None, description="Ended at or after this time.")
+    until: Moment | None = Field(None, description="Ended before this time.")
     cursor: str | None = Field(None, description="next_cursor of the previous page.")
     limit: int = Field(100, ge=1, le=1000)
 

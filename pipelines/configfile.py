@@ -83,6 +83,8 @@ def _step_export(step: Step) -> dict[str, Any]:
         "on_gate_failure": step.on_gate_failure,
         "audit_rate": _decimal_text(step, "audit_rate"),
         "result_cache_seconds": step.result_cache_seconds,
+        # Written only when on, so files from before cascade routing read the same.
+        **({"cascade": True} if step.cascade else {}),
         "route": route_describe(step.route.all()),
         "prompts": [
             {
@@ -231,6 +233,7 @@ _STEP_KEYS = {
     "on_gate_failure": _Key("text"),
     "audit_rate": _Key("decimal"),
     "result_cache_seconds": _Key("integer"),
+    "cascade": _Key("boolean"),
     "route": _Key("list"),
     "prompts": _Key("list", required=True),
     "prompt_labels": _Key("mapping", required=True),
@@ -256,6 +259,7 @@ _KIND_NAMES = {
     "decimal": 'a decimal number such as "0.800"',
     "mapping": "a mapping",
     "list": "a list",
+    "boolean": "true or false",
 }
 _JSON_VALUES = ("input_schema", "output_schema", "labels", "rules", "parameters")
 
@@ -290,6 +294,8 @@ def _typed(value: object, kind: str) -> tuple[bool, object]:
         return number is not None, number
     if kind == "mapping":
         return isinstance(value, dict), value
+    if kind == "boolean":
+        return isinstance(value, bool), value
     return isinstance(value, list), value
 
 

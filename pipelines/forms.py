@@ -1,11 +1,20 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from django import forms
 
 from controlplane.models import Client
-from pipelines.models import AiModel, Pipeline, PromptLabel, Provider, Step
+from pipelines.models import (
+    AiModel,
+    Evaluation,
+    Pipeline,
+    PromptLabel,
+    PromptVersion,
+    Provider,
+    Step,
+)
 from pipelines.services.configuration import AIMODEL_FIELDS, PROVIDER_FIELDS
 
 JSON_WIDGET = forms.Textarea(attrs={"rows": 8, "class": "code", "spellcheck": "false"})
@@ -93,6 +102,7 @@ class StepForm(forms.ModelForm):
             "on_gate_failure",
             "audit_rate",
             "result_cache_seconds",
+            "cascade",
         ]
         widgets = {"confidence_threshold": forms.NumberInput(attrs={"step": "0.01"})}
 
@@ -173,3 +183,67 @@ class RouteEntryForm(forms.Form):
 
 
 RouteFormSet = forms.formset_factory(RouteEntryForm, extra=1, can_delete=True, max_num=10)
+
+
+class RolloutStartForm(forms.Form):
+    """Start a gradual rollout of a version of one step against its production version."""
+
+    candidate = forms.ModelChoiceField(queryset=PromptVersion.objects.none(), empty_label=None)
+    stages = forms.CharField(
+        max_length=60,
+        initial="5, 25, 50, 100",
+        help_text="Percent of new items the candidate takes at each stage, ending at 100.",
+    )
+    min_items = forms.IntegerField(
+        initial=50,
+        min_value=1,
+        max_value=1_000_000,
+        help_text="Items each side must finish at a stage before the guards judge it.",
+    )
+    rate_margin = forms.DecimalField(
+        initial=Decimal("0.05"),
+        min_value=0,
+        max_value=1,
+        decimal_places=3,
+        help_text="How much higher a review, edit, reject or error rate may be (0.05: 5 points).",
+    )
+    relative_margin = forms.DecimalField(
+        initial=Decimal("0.2"),
+        min_value=0,
+        max_value=10,
+        decimal_places=3,
+        help_text="How much slower (p95) or dearer per item it may be (0.2: 20%).",
+    )
+
+    def __init__(self, *args, step: Step, **kwargs):
+        super().__init__(*args, **kwargs)
+        production = step.prompt_labels.filter(name=PromptLabel.Name.PRODUCTION).first()
+        versions = step.prompt_versions.order_by("-number")
+        if production is not None:
+            versions = versions.exclude(pk=production.version_id)
+        self.fields["candidate"].queryset = versions
+        self.fields["candidate"].label_from_instance = lambda v: (
+            f"v{v.number}{' — ' + v.change_note if v.change_note else ''}"
+        )
+
+
+class EvaluationForm(forms.Form):
+    """Run a version of a step over examples or reviewed items in the background."""
+
+    version = forms.ModelChoiceField(queryset=PromptVersion.objects.none(), empty_label=None)
+    source = forms.ChoiceField(choices=Evaluation.Source.choices)
+    sample_size = forms.IntegerField(initial=100, min_value=1, max_value=2000)
+    model = forms.ModelChoiceField(
+        queryset=AiModel.objects.none(),
+        required=False,
+        empty_label="the step's route",
+        help_text="Run another model instead of the step's route, to compare models.",
+    )
+
+    def __init__(self, *args, step: Step, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["version"].queryset = step.prompt_versions.order_by("-number")
+        self.fields["version"].label_from_instance = lambda v: f"v{v.number}"
+        self.fields["model"].queryset = AiModel.objects.filter(is_active=True).select_related(
+            "provider"
+        )

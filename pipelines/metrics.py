@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncHour
 
 from pipelines.histogram import percentile
-from pipelines.models import Item, LatencyRollup, Rollup
+from pipelines.models import Item, LatencyRollup, Pipeline, Rollup
 
 # Range name -> (minutes, resolution of the series).
 RANGES: dict[str, tuple[int, str]] = {
@@ -74,11 +74,17 @@ class Point:
 
 
 def series(
-    *, pipeline_ids: Iterable[int], since: datetime, until: datetime, resolution: str = "minute"
+    *,
+    pipeline_ids: Iterable[int],
+    since: datetime,
+    until: datetime,
+    resolution: str = "minute",
+    measures: Sequence[str] = MEASURES,
 ) -> list[Point]:
-    """Every minute (or hour) from `since` to `until` with its counters and latency buckets,
-    summed over the pipelines; minutes without work are present with zeros, so a chart's x
-    axis has no gaps. Two queries."""
+    """Every minute (or hour) from `since` to `until` with its counters and the latency buckets
+    of `measures` (all by default: ask only for what is drawn), summed over the pipelines;
+    minutes without work are present with zeros, so a chart's x axis has no gaps. Two
+    queries."""
     ids = list(pipeline_ids)
     step = timedelta(hours=1) if resolution == "hour" else timedelta(minutes=1)
     start = since.replace(second=0, microsecond=0)
@@ -93,8 +99,9 @@ def series(
         return list(points.values())
 
     rollups = Rollup.objects.filter(pipeline_id__in=ids, minute__gte=start, minute__lt=until)
-    latencies = LatencyRollup.objects.filter(
-        pipeline_id__in=ids, minute__gte=start, minute__lt=until
+    latencies = _measures_only(
+        LatencyRollup.objects.filter(pipeline_id__in=ids, minute__gte=start, minute__lt=until),
+        measures,
     )
     if resolution == "hour":
         rows = (
@@ -125,6 +132,13 @@ def series(
         point = points.get(at) or points.setdefault(at, Point(at=at))
         point.latency.setdefault(row["measure"], {})[row["bucket"]] = row["n"]
     return [points[at] for at in sorted(points)]
+
+
+def _measures_only(latencies: QuerySet[LatencyRollup], measures: Sequence[str]):
+    """The latency rows of `measures` only (no filter when all are asked for)."""
+    if set(measures) >= set(MEASURES):
+        return latencies
+    return latencies.filter(measure__in=list(measures))
 
 
 def totals(points: Sequence[Point]) -> Point:
@@ -188,19 +202,44 @@ def oldest_queued_age(*, pipeline_ids: Iterable[int], now: datetime) -> float | 
     return (now - min(oldest)).total_seconds() if oldest else None
 
 
+def oldest_queued_ages(*, pipeline_ids: Iterable[int], now: datetime) -> dict[int, float | None]:
+    """Per pipeline, seconds its oldest queued item has waited (None when none waits). One
+    query for all of them: an index lookup per pipeline (the oldest id of its queue)."""
+    oldest = Subquery(
+        Item.objects.filter(pipeline_id=OuterRef("pk"), status=Item.Status.QUEUED)
+        .order_by("id")
+        .values("created_at")[:1]
+    )
+    rows = (
+        Pipeline.objects.filter(pk__in=list(pipeline_ids))
+        .annotate(oldest=oldest)
+        .values_list("pk", "oldest")
+    )
+    return {pk: None if at is None else (now - at).total_seconds() for pk, at in rows}
+
+
 def totals_by_pipeline(
     *, pipeline_ids: Iterable[int], since: datetime, until: datetime
 ) -> dict[int, Point]:
     """Per pipeline, its counters summed and its latency buckets merged from `since` to `until`
     (whole minutes); every pipeline asked for is present, with zeros when it did nothing. Two
     queries whatever the number of pipelines: what alerts and /metrics read on every pass."""
-    ids = list(pipeline_ids)
     start = since.replace(second=0, microsecond=0)
-    found = {pid: Point(at=start) for pid in ids}
+    return totals_where(
+        pipeline_ids=pipeline_ids, where=Q(minute__gte=start, minute__lt=until), at=start
+    )
+
+
+def totals_where(*, pipeline_ids: Iterable[int], where: Q, at: datetime) -> dict[int, Point]:
+    """Per pipeline, its counters summed and its latency buckets merged over the rollup minutes
+    `where` selects (a condition on `pipeline_id` and `minute`, so that each pipeline may have a
+    range of its own); every pipeline asked for is present. Two queries."""
+    ids = list(pipeline_ids)
+    found = {pid: Point(at=at) for pid in ids}
     if not ids:
         return found
     rows = (
-        Rollup.objects.filter(pipeline_id__in=ids, minute__gte=start, minute__lt=until)
+        Rollup.objects.filter(where, pipeline_id__in=ids)
         .values("pipeline_id")
         .annotate(**{name: Sum(name) for name in COUNTERS})
         .order_by()
@@ -209,7 +248,7 @@ def totals_by_pipeline(
         pid = row.pop("pipeline_id")
         found[pid].counts = {name: value or 0 for name, value in row.items()}
     buckets = (
-        LatencyRollup.objects.filter(pipeline_id__in=ids, minute__gte=start, minute__lt=until)
+        LatencyRollup.objects.filter(where, pipeline_id__in=ids)
         .values("pipeline_id", "measure", "bucket")
         .annotate(n=Sum("count"))
         .order_by()
@@ -221,11 +260,16 @@ def totals_by_pipeline(
 
 
 def series_by_pipeline(
-    *, pipeline_ids: Iterable[int], since: datetime, until: datetime
+    *,
+    pipeline_ids: Iterable[int],
+    since: datetime,
+    until: datetime,
+    measures: Sequence[str] = MEASURES,
 ) -> dict[int, dict[datetime, Point]]:
     """Per pipeline, the minutes from `since` to `until` that have rollups, each with its
-    counters and latency buckets (minutes without work are left out). Two queries for all the
-    pipelines, so a reader watching many pipelines pays the same as one watching a single one."""
+    counters and the latency buckets of `measures` (minutes without work are left out). Two
+    queries for all the pipelines, so a reader watching many pipelines pays the same as one
+    watching a single one."""
     ids = list(pipeline_ids)
     found: dict[int, dict[datetime, Point]] = {pid: {} for pid in ids}
     if not ids:
@@ -238,8 +282,9 @@ def series_by_pipeline(
         found[row["pipeline_id"]][at] = Point(
             at=at, counts={name: row[name] or 0 for name in COUNTERS}
         )
-    buckets = LatencyRollup.objects.filter(
-        pipeline_id__in=ids, minute__gte=since, minute__lt=until
+    buckets = _measures_only(
+        LatencyRollup.objects.filter(pipeline_id__in=ids, minute__gte=since, minute__lt=until),
+        measures,
     ).values_list("pipeline_id", "minute", "measure", "bucket", "count")
     for pid, at, measure, bucket, n in buckets:
         point = found[pid].get(at) or found[pid].setdefault(at, Point(at=at))
@@ -260,3 +305,30 @@ def cost_since(
     return {
         row["pipeline_id"]: (Decimal(row["cost"] or 0), Decimal(row["saved"] or 0)) for row in rows
     }
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """What a pipeline spent over a period and what saved money: the result cache, and
+    cascade routing (answers a cheaper model gave, against the route's strongest model)."""
+
+    cost: Decimal = Decimal("0")
+    cache_saved: Decimal = Decimal("0")
+    cascade_saved: Decimal = Decimal("0")
+    escalations: int = 0
+
+
+def cost_report(*, pipeline_id: int, since: datetime) -> CostReport:
+    """A pipeline's cost and savings from `since` on, from the rollups; one query."""
+    row = Rollup.objects.filter(pipeline_id=pipeline_id, minute__gte=since).aggregate(
+        cost=Sum("cost"),
+        cache=Sum("cost_saved"),
+        cascade=Sum("cascade_saved"),
+        escalations=Sum("escalations"),
+    )
+    return CostReport(
+        cost=Decimal(row["cost"] or 0),
+        cache_saved=Decimal(row["cache"] or 0),
+        cascade_saved=Decimal(row["cascade"] or 0),
+        escalations=row["escalations"] or 0,
+    )

@@ -124,6 +124,9 @@ class Item(models.Model):
     # Step slug -> prompt version number this item runs instead of the production label
     # (a re-drive against another version). Steps not named here follow their label.
     prompt_pins = models.JSONField(default=dict, blank=True)
+    # Step slug -> {"rollout": id, "version": number}: the arm of a gradual rollout the item
+    # was given at that step, so a re-run while the rollout lasts uses the same version.
+    rollout_arms = models.JSONField(default=dict, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
@@ -304,6 +307,11 @@ class Step(models.Model):
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
         help_text="Share of the outputs the gate accepts that a person also labels blind "
         "(without seeing the model's answer), to measure the true error rate; 0 to 1.",
+    )
+    cascade = models.BooleanField(
+        default=False,
+        help_text="Try the route's models in order, cheapest first: an answer under the "
+        "confidence threshold escalates to the next model before the item goes to review.",
     )
     result_cache_seconds = models.PositiveIntegerField(
         default=0,
@@ -604,6 +612,10 @@ class Rollup(models.Model):
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal("0"))
     cost_saved = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal("0"))
+    # Cascade routing: answers escalated to a stronger model, and what answering with the
+    # cheaper model saved against calling the strongest one of the route for every item.
+    escalations = models.PositiveIntegerField(default=0)
+    cascade_saved = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal("0"))
 
     class Meta:
         ordering = ["pipeline", "minute"]
@@ -662,3 +674,194 @@ class LatencyRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pipeline} @ {self.minute:%H:%M} {self.measure}[{self.bucket}]={self.count}"
+
+
+class StepRollup(models.Model):
+    """Per step, prompt version and minute: what the version did, so rollout guards and the
+    comparison of versions read a few rows instead of counting items. Written by the engine in
+    its per-batch statements and by review decisions through `resume`."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="rollups")
+    # The prompt version's number (not a key: a version is immutable, its number is enough).
+    version = models.PositiveIntegerField()
+    minute = models.DateTimeField()
+    # Attempts that ended with an answer or an error at this step, and what they ended in.
+    started = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    held = models.PositiveIntegerField(default=0)
+    # Errors of the call (any class but provider limits, which are not the version's doing).
+    failed = models.PositiveIntegerField(default=0)
+    # Review decisions on items this version held.
+    approved = models.PositiveIntegerField(default=0)
+    edited = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    escalations = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal("0"))
+    cascade_saved = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal("0"))
+
+    class Meta:
+        ordering = ["step", "version", "minute"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "version", "minute"], name="step_rollup_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step} v{self.version} @ {self.minute:%Y-%m-%d %H:%M}"
+
+
+class StepLatencyRollup(models.Model):
+    """Per step, prompt version and minute: model-call latencies counted in the buckets of
+    pipelines.histogram, so a version's p95 comes from summed buckets."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="+")
+    version = models.PositiveIntegerField()
+    minute = models.DateTimeField()
+    bucket = models.PositiveSmallIntegerField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["step", "version", "minute", "bucket"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["step", "version", "minute", "bucket"], name="step_latency_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_id} v{self.version} @ {self.minute:%H:%M}[{self.bucket}]={self.count}"
+
+
+def default_rollout_stages() -> list[int]:
+    return [5, 25, 50, 100]
+
+
+class Rollout(models.Model):
+    """A candidate prompt version taking a growing share of a step's live traffic, compared
+    with production on guard metrics at every stage: rolled back when worse beyond the margin,
+    promoted after the last stage."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        PAUSED = "paused"
+        PROMOTED = "promoted"
+        ROLLED_BACK = "rolled_back", "rolled back"
+
+    ACTIVE = (Status.RUNNING, Status.PAUSED)
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="rollouts")
+    candidate = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="+")
+    baseline = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    stages = models.JSONField(
+        default=default_rollout_stages,
+        help_text="Percent of the step's items the candidate takes at each stage, rising.",
+    )
+    stage = models.PositiveSmallIntegerField(default=0)
+    stage_started_at = models.DateTimeField()
+    min_items = models.PositiveIntegerField(
+        default=50,
+        validators=[MinValueValidator(1)],
+        help_text="Items the candidate must finish at a stage before it is judged.",
+    )
+    rate_margin = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.050"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="How much higher a rate (review, edit, reject, error) the candidate may "
+        "have than production, in points of 0 to 1.",
+    )
+    relative_margin = models.DecimalField(
+        max_digits=5,
+        decimal_places=3,
+        default=Decimal("0.200"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("10"))],
+        help_text="How much slower (p95) or dearer (cost per item) the candidate may be, as "
+        "a share of production's (0.2: 20%).",
+    )
+    reason = models.TextField(blank=True)
+    # The guard that tripped and its numbers, or the last comparison at promotion.
+    evidence = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # One rollout at a time per step.
+            models.UniqueConstraint(
+                fields=["step"],
+                condition=models.Q(status__in=["running", "paused"]),
+                name="rollout_one_active_per_step",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step}: v{self.candidate.number} ({self.status})"
+
+    @property
+    def share(self) -> int:
+        """Percent of the step's items the candidate takes now (0 once finished or paused)."""
+        if self.status != self.Status.RUNNING:
+            return 0
+        return int(self.stages[min(self.stage, len(self.stages) - 1)])
+
+
+class Evaluation(models.Model):
+    """An offline run of one prompt version (and the step's route) over labeled examples or
+    recently reviewed items, in the background with progress; kept to be reopened."""
+
+    class Source(models.TextChoices):
+        EXAMPLES = "examples", "labeled examples"
+        REVIEWED = "reviewed", "recently reviewed items"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="evaluations")
+    version = models.ForeignKey(PromptVersion, on_delete=models.CASCADE, related_name="+")
+    # A model to run instead of the step's route (comparing models); empty: the route's first.
+    model = models.ForeignKey(
+        AiModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.EXAMPLES)
+    sample_size = models.PositiveIntegerField(
+        default=100, validators=[MinValueValidator(1), MaxValueValidator(2000)]
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    # Per case: {"key", "input", "expected", "output", "correct", "passed", "confidence",
+    # "cost", "latency_ms", "error"}; keyed so two evaluations compare case by case.
+    results = models.JSONField(default=list, blank=True)
+    correct = models.PositiveIntegerField(default=0)
+    passed = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    latency = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"evaluation {self.pk} of {self.step} v{self.version.number}"
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return min(99, int(100 * self.done / self.total)) if self.total else 0

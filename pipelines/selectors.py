@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from controlplane.selectors import client_list_for_user
 from pipelines.models import (
     AiModel,
+    Evaluation,
     Example,
     Item,
     ItemUpload,
     Pipeline,
     PromptVersion,
     Provider,
+    Rollout,
     Step,
 )
 
@@ -133,3 +136,39 @@ def sample_data(*, step: Step) -> dict:
         return example
     properties = (step.pipeline.input_schema or {}).get("properties", {})
     return dict.fromkeys(properties, "")
+
+
+def rollout_list(*, step: Step, limit: int = 20) -> QuerySet[Rollout]:
+    """A step's rollouts, newest first, with their versions."""
+    return step.rollouts.select_related("candidate", "baseline", "created_by")[:limit]
+
+
+def _get_in_visible_pipelines[M: models.Model](model: type[M], *, user, pk: int, related) -> M:
+    """One object of a step of a pipeline the user may see; 404 otherwise."""
+    try:
+        return (
+            model.objects.select_related(*related)
+            .filter(step__pipeline__in=pipeline_list_for_user(user=user))
+            .get(pk=pk)
+        )
+    except model.DoesNotExist:
+        raise Http404(f"No such {model._meta.verbose_name}") from None
+
+
+def rollout_get_for_user(*, user, pk: int) -> Rollout:
+    """One rollout with its step, pipeline and versions; 404 outside the user's clients."""
+    related = ("step__pipeline__client", "candidate", "baseline", "created_by")
+    return _get_in_visible_pipelines(Rollout, user=user, pk=pk, related=related)
+
+
+def evaluation_list(*, step: Step, limit: int = 20) -> list[Evaluation]:
+    """A step's latest evaluations, without their per-case results."""
+    return list(
+        step.evaluations.defer("results").select_related("version", "model", "created_by")[:limit]
+    )
+
+
+def evaluation_get_for_user(*, user, pk: int) -> Evaluation:
+    """One evaluation with its step and pipeline; 404 outside the user's clients."""
+    related = ("step__pipeline__client", "version", "model", "created_by")
+    return _get_in_visible_pipelines(Evaluation, user=user, pk=pk, related=related)

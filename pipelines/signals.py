@@ -13,6 +13,11 @@ items_sampled_for_audit: the gate accepted items and a share of them (the step's
 step_created: a step was added to a pipeline, sent inside the creating transaction (review
     opens the step's queue, so members can be added before anything is held there).
     Argument: step.
+
+rollout_finished: a gradual rollout of a prompt version was promoted or rolled back, sent after
+    commit. Arguments: rollout (its status, reason and evidence say what happened and why) and
+    automatic (True when a guard or the last stage decided, False when a person did). The shell
+    raises an alert for an automatic rollback.
 """
 
 from __future__ import annotations
@@ -43,3 +48,4 @@ class Sampled:
 items_held = Signal()
 items_sampled_for_audit = Signal()
 step_created = Signal()
+rollout_finished = Signal()

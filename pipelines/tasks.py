@@ -49,13 +49,21 @@ def deliveries_send_task() -> str:
     """Send due deliveries until none are left or 30 s have passed."""
     import time
 
-    from pipelines.services.delivery import deliveries_send
+    from pipelines.services.delivery import DELIVERY_WAKE_KEY, deliveries_send
+    from pipelines.wake import wake_window_left
 
     deadline, totals = time.monotonic() + 30, {"delivered": 0, "held": 0}
+    looked_again = False
     while time.monotonic() < deadline:
         counts = deliveries_send()
         if not any(counts.values()):
-            break
+            # As engine_drain: deliveries whose wake-up was folded into ours get one more look.
+            wait = wake_window_left(DELIVERY_WAKE_KEY)
+            if looked_again or not wait:
+                break
+            looked_again = True
+            time.sleep(wait + 0.05)
+            continue
         for key, n in counts.items():
             totals[key] += n
     return f"{totals['delivered']} delivered, {totals['held']} held"
@@ -65,3 +73,20 @@ def local_models_refresh_task() -> str:
     from pipelines.services.local_model import local_models_refresh
 
     return f"{local_models_refresh()} local models trained"
+
+
+def rollouts_evaluate_task() -> str:
+    """Judge running rollouts on their guards: roll back, step up or promote."""
+    from pipelines.services.rollouts import rollouts_evaluate
+
+    counts = rollouts_evaluate()
+    return ", ".join(f"{n} {what}" for what, n in counts.items() if n) or "no rollout running"
+
+
+def evaluation_run_task(evaluation_id: int) -> str:
+    from pipelines.services.evaluation_runs import evaluation_run
+
+    evaluation = evaluation_run(evaluation_id=evaluation_id)
+    if evaluation is None:
+        return "already taken"
+    return f"{evaluation.status}: {evaluation.done} of {evaluation.total}"

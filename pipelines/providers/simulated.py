@@ -8,6 +8,10 @@ Settings (all optional; the defaults are in brackets):
      "tokens": {"input": n, "output": m},        [derived from the prompt and the output]
      "confidence": {"alpha": 8, "beta": 2},      [mean 0.8]
      "seed": 42}                                 [unseeded]
+
+A prompt version may carry `{"simulation": {"failure_rates": …, "latency_ms": …}}` in its
+parameters: those calls fail and take as long as it says instead, so two versions of a step
+behave differently (a candidate with a higher error rate, for rollout demos and tests).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from pipelines.providers.base import (
 DEFAULT_LATENCY_MS = {"p50": 300, "p95": 1000}
 DEFAULT_CONFIDENCE = {"alpha": 8, "beta": 2}
 SIMULATION_KEYS = ("latency_ms", "failure_rates", "tokens", "confidence", "seed")
+# What a prompt version's parameters may override per call.
+PER_VERSION_KEYS = ("latency_ms", "failure_rates")
 FAILURE_CLASSES = tuple(error_class.value for error_class in ErrorClass)
 
 _Z95 = NormalDist().inv_cdf(0.95)
@@ -229,24 +235,52 @@ class SimulatedProvider(Provider):
         self._sleep = sleep
         self._semaphore = asyncio.Semaphore(max_concurrency)
 
-    def _draw_latency_ms(self) -> float:
-        if self._mu == -math.inf:
+    def _draw_latency_ms(self, fit: tuple[float, float] | None = None) -> float:
+        mu, sigma = fit or (self._mu, self._sigma)
+        if mu == -math.inf:
             return 0.0
-        return self._rng.lognormvariate(self._mu, self._sigma)
+        return self._rng.lognormvariate(mu, sigma)
 
-    def _draw_failure(self) -> str | None:
+    def _draw_failure(self, rates: list[tuple[str, float]] | None = None) -> str | None:
         draw, cumulative = self._rng.random(), 0.0
-        for error_class, rate in self._rates:
+        for error_class, rate in rates or self._rates:
             cumulative += rate
             if draw < cumulative:
                 return error_class
         return None
 
+    def _per_version(
+        self, override: object
+    ) -> tuple[list[tuple[str, float]] | None, tuple[float, float] | None]:
+        """The failure rates and latency fit a prompt version's parameters ask for, if any."""
+        if override is None:
+            return None, None
+        problems = simulation_problems(override)
+        if isinstance(override, Mapping):
+            problems += [
+                f'A prompt version may only set {_one_of(PER_VERSION_KEYS)}, not "{key}".'
+                for key in override
+                if key in SIMULATION_KEYS and key not in PER_VERSION_KEYS
+            ]
+        if problems:
+            raise ConfigurationError("The prompt version's simulation: " + " ".join(problems))
+        rates = fit = None
+        if "failure_rates" in override:
+            rates = [
+                (error_class, float(override["failure_rates"].get(error_class, 0)))
+                for error_class in FAILURE_CLASSES
+            ]
+        if "latency_ms" in override:
+            latency = {**DEFAULT_LATENCY_MS, **override["latency_ms"]}
+            fit = lognormal_fit(p50=latency["p50"], p95=latency["p95"])
+        return rates, fit
+
     async def call(self, request: CallRequest) -> CallResult:
         """Sleep a drawn latency, then fail at the configured rates or answer."""
+        rates, fit = self._per_version(request.parameters.get("simulation"))
         # Both draws happen on every call so one outcome never shifts the next call's latency.
-        failure = self._draw_failure()
-        latency_ms = self._draw_latency_ms()
+        failure = self._draw_failure(rates)
+        latency_ms = self._draw_latency_ms(fit)
         async with self._semaphore:
             await self._sleep(latency_ms / 1000)
         input_tokens = int(self._tokens.get("input", max(1, math.ceil(len(request.prompt) / 4))))

@@ -55,6 +55,7 @@ STEP_FIELDS = (
     "on_gate_failure",
     "audit_rate",
     "result_cache_seconds",
+    "cascade",
 )
 PROVIDER_FIELDS = (
     "name",

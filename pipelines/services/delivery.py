@@ -12,6 +12,7 @@ import secrets
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Q
@@ -23,10 +24,9 @@ from pipelines.models import Delivery, Item, LedgerEvent
 from pipelines.posting import Answer, Post, post_all
 from pipelines.retry import retry_delay
 from pipelines.services.rollups import latencies_add
+from pipelines.wake import wake_send
 
 TIMEOUT_SECONDS = 10
-# Longer than a batch can take: ceil(BATCH_SIZE / CONCURRENCY) rounds of TIMEOUT_SECONDS.
-LEASE_SECONDS = 300
 BATCH_SIZE = 200
 # Requests in flight at once from one worker, over every endpoint.
 CONCURRENCY = 16
@@ -81,7 +81,7 @@ def deliveries_claim(*, limit: int = BATCH_SIZE) -> list[Delivery]:
         ids = list(due.values_list("id", flat=True)[:limit])
         Delivery.objects.filter(pk__in=ids).update(
             status=Delivery.Status.SENDING,
-            lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
+            lease_expires_at=now + timedelta(seconds=settings.SLUICE_DELIVERY_LEASE_SECONDS),
         )
     return list(Delivery.objects.filter(pk__in=ids).select_related("item__pipeline__client"))
 
@@ -203,9 +203,11 @@ def deliveries_open(*, items: list[Item]) -> list[Delivery]:
     return created
 
 
-def delivery_wake() -> None:
-    from django.core.cache import cache
-    from django_q.tasks import async_task
+DELIVERY_WAKE_KEY = "delivery-wake"
 
-    if cache.add("delivery-wake", 1, timeout=1):
-        async_task("pipelines.tasks.deliveries_send_task", task_name="deliveries")
+
+def delivery_wake() -> None:
+    """Ask a worker to send due deliveries (best effort: see pipelines.wake)."""
+    wake_send(
+        key=DELIVERY_WAKE_KEY, func="pipelines.tasks.deliveries_send_task", task_name="deliveries"
+    )

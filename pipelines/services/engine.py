@@ -28,6 +28,7 @@ from controlplane.bulk import rows_update
 from controlplane.logs import log_context, log_fields
 from controlplane.services import audit_record
 from pipelines.gate import GateVerdict, gate_evaluate, input_text
+from pipelines.guards import takes_candidate
 from pipelines.models import (
     AiModel,
     Item,
@@ -35,6 +36,7 @@ from pipelines.models import (
     Pipeline,
     PromptLabel,
     PromptVersion,
+    Rollout,
     Step,
 )
 from pipelines.providers import (
@@ -56,11 +58,18 @@ from pipelines.services.breaker import breaker_allowances, breaker_record, break
 from pipelines.services.budgets import budget_holds
 from pipelines.services.calls import provider_settings, run_sync
 from pipelines.services.delivery import deliveries_open
-from pipelines.services.ingest import engine_wake
+from pipelines.services.ingest import ENGINE_WAKE_KEY, engine_wake
 from pipelines.services.ratelimit import rate_grant
-from pipelines.services.rollups import latencies_add, rollups_add
+from pipelines.services.rollouts import rollouts_active
+from pipelines.services.rollups import (
+    latencies_add,
+    rollups_add,
+    step_latencies_add,
+    step_rollups_add,
+)
 from pipelines.signals import Held, Sampled, items_held, items_sampled_for_audit
 from pipelines.templating import PromptTemplateError, render_prompt
+from pipelines.wake import wake_window_left
 
 logger = logging.getLogger(__name__)
 
@@ -290,6 +299,12 @@ class Work:
     # The result cache: the key of this call's answer, and whether it came from there.
     cache_key: str | None = None
     cache_hit: bool = False
+    # The gradual rollout that chose this item's prompt version, if one did.
+    rollout_id: int | None = None
+    # Cascade routing: models whose low-confidence answers were escalated, and what they cost.
+    escalated_from: list[str] = field(default_factory=list)
+    escalated_cost: Decimal = Decimal("0")
+    escalated_tokens: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -351,6 +366,7 @@ def _plan(items: Sequence[Item]) -> list[Work]:
         ).select_related("version")
     }
     pinned = _pinned_versions(items, steps)
+    rollouts = rollouts_active(step_ids={s.pk for group in steps.values() for s in group})
     plans = []
     for item in items:
         work = Work(item=item)
@@ -373,6 +389,10 @@ def _plan(items: Sequence[Item]) -> list[Work]:
                 continue
         else:
             version = labels.get(step.pk)
+            rollout = rollouts.get(step.pk)
+            if rollout is not None and version is not None:
+                version = _rollout_version(item, step=step, rollout=rollout, production=version)
+                work.rollout_id = rollout.pk
         if version is None:
             work.error = ConfigurationError(f'Step "{step.name}" has no production prompt.')
             continue
@@ -402,6 +422,27 @@ def _plan(items: Sequence[Item]) -> list[Work]:
             input_text=text,
         )
     return plans
+
+
+def _rollout_version(
+    item: Item, *, step: Step, rollout: Rollout, production: PromptVersion
+) -> PromptVersion:
+    """The version a rollout gives the item at `step`: the arm recorded on the item when it has
+    one for this rollout (a re-run keeps its version), else drawn by the sticky hash against
+    the candidate's current share, and recorded."""
+    arm = item.rollout_arms.get(step.slug)
+    if isinstance(arm, dict) and arm.get("rollout") == rollout.pk:
+        return rollout.candidate if arm.get("version") == rollout.candidate.number else production
+    chosen = (
+        rollout.candidate
+        if takes_candidate(item_id=item.pk, rollout_id=rollout.pk, share=rollout.share)
+        else production
+    )
+    item.rollout_arms = {
+        **item.rollout_arms,
+        step.slug: {"rollout": rollout.pk, "version": chosen.number},
+    }
+    return chosen
 
 
 def _local_models(plans: Sequence[Work]) -> dict[int, bytes | ProviderError]:
@@ -500,9 +541,17 @@ async def _call_all(
             await call(work)
 
     async def call(work: Work) -> None:
-        for model in work.candidates:
+        for index, model in enumerate(work.candidates):
+            if work.escalated_from and work.result is not None:
+                escalating = (work.model, work.result)
+            else:
+                escalating = None
             refusal = admission.take(model.provider_id)
             if refusal is not None:
+                if escalating:  # the stronger model cannot answer: the cheaper answer stands
+                    work.model, work.result = escalating
+                    _escalation_undo(work)
+                    return
                 work.model, work.error = model, refusal
                 work.fallbacks_tried.append(str(model))
                 continue
@@ -520,20 +569,32 @@ async def _call_all(
                 work.result = await provider_of(model, work.step).call(request)
                 work.model, work.error = model, None
                 outcomes.append(True)
+                if _escalates(work, index):
+                    _escalation_note(work)
+                    continue
                 return
-            except ProviderLimitError as exc:
-                # The next model in the route is the fallback for an exhausted provider.
-                work.model, work.error = model, exc
-                work.fallbacks_tried.append(str(model))
             except ProviderError as exc:
-                work.model, work.error = model, exc
                 if not isinstance(exc, _BREAKER_NEUTRAL):
                     outcomes.append(not isinstance(exc, _BREAKER_FAILURES))
+                if escalating:  # the stronger model failed: the cheaper answer stands
+                    work.model, work.result = escalating
+                    _escalation_undo(work)
+                    return
+                if isinstance(exc, ProviderLimitError):
+                    # The next model in the route is the fallback for an exhausted provider.
+                    work.model, work.error = model, exc
+                    work.fallbacks_tried.append(str(model))
+                    continue
+                work.model, work.error = model, exc
                 return
             except Exception as exc:  # a provider bug must not lose the batch
                 logger.exception("provider call failed unexpectedly")
-                work.model, work.error = model, TransientError(f"unexpected error: {exc!r}")
                 outcomes.append(False)
+                if escalating:
+                    work.model, work.result = escalating
+                    _escalation_undo(work)
+                    return
+                work.model, work.error = model, TransientError(f"unexpected error: {exc!r}")
                 return
 
     try:
@@ -541,6 +602,62 @@ async def _call_all(
     finally:
         for provider in providers.values():
             await provider.aclose()
+
+
+def _escalates(work: Work, index: int) -> bool:
+    """Cascade routing: a step that cascades sends an answer under its confidence threshold
+    to the next (stronger) model of the route, while there is one."""
+    if not work.step.cascade or index + 1 >= len(work.candidates):
+        return False
+    confidence = work.result.confidence
+    return confidence is None or confidence < float(work.step.confidence_threshold)
+
+
+def _escalation_note(work: Work) -> None:
+    """The escalated answer was paid for and set aside; the next model answers instead."""
+    work.escalated_from.append(str(work.model))
+    work.escalated_cost += _call_price(work)
+    tokens_in, tokens_out = work.escalated_tokens
+    work.escalated_tokens = (
+        tokens_in + work.result.input_tokens,
+        tokens_out + work.result.output_tokens,
+    )
+
+
+def _escalation_undo(work: Work) -> None:
+    """The stronger model could not answer: the last answer set aside is the item's answer
+    again (it goes to the gate, and so to review), and is no longer counted as set aside."""
+    work.escalated_from.pop()
+    work.escalated_cost -= _call_price(work)
+    tokens_in, tokens_out = work.escalated_tokens
+    work.escalated_tokens = (
+        tokens_in - work.result.input_tokens,
+        tokens_out - work.result.output_tokens,
+    )
+    work.error = None
+
+
+def _cascade_saved(work: Work) -> Decimal:
+    """What answering before the last model of a cascading route saved: the price the route's
+    strongest (last) model would have charged for the same tokens, less what was paid."""
+    if (
+        work.step is None
+        or not work.step.cascade
+        or work.result is None
+        or work.cache_hit
+        or work.model is None
+        or len(work.candidates) < 2
+        or work.model == work.candidates[-1]
+    ):
+        return Decimal("0")
+    strongest = work.candidates[-1]
+    would = cost_of(
+        input_tokens=work.result.input_tokens,
+        output_tokens=work.result.output_tokens,
+        input_price_per_mtok=strongest.input_price_per_mtok,
+        output_price_per_mtok=strongest.output_price_per_mtok,
+    )
+    return max(Decimal("0"), would - _cost(work))
 
 
 def _run_calls(plans: Sequence[Work]) -> None:
@@ -619,6 +736,13 @@ def _call_detail(work: Work) -> dict[str, Any]:
         detail["model"] = str(work.model)
     if work.fallbacks_tried:
         detail["fallbacks_tried"] = work.fallbacks_tried
+    if work.rollout_id is not None:
+        detail["rollout"] = work.rollout_id
+    if work.escalated_from:
+        detail["escalated_from"] = work.escalated_from
+    saved = _cascade_saved(work)
+    if saved:
+        detail["cascade_saved"] = str(saved)
     if work.cache_hit:
         detail["cache_hit"] = True
         detail["cost_saved"] = str(_call_price(work))
@@ -634,10 +758,11 @@ def _call_detail(work: Work) -> dict[str, Any]:
 
 
 def _cost(work: Work) -> Decimal:
-    """What the call cost: nothing when the result cache answered it."""
+    """What the call cost (with the answers a cascade set aside): nothing when the result
+    cache answered it."""
     if work.cache_hit:
         return Decimal("0")
-    return _call_price(work)
+    return _call_price(work) + work.escalated_cost
 
 
 def _call_price(work: Work) -> Decimal:
@@ -728,8 +853,8 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
         result = work.result
         if result is not None:
             if not work.cache_hit:  # an answer from the cache used no tokens
-                item.input_tokens += result.input_tokens
-                item.output_tokens += result.output_tokens
+                item.input_tokens += result.input_tokens + work.escalated_tokens[0]
+                item.output_tokens += result.output_tokens + work.escalated_tokens[1]
                 item.cost += _cost(work)
             item.outputs = {
                 **item.outputs,
@@ -834,6 +959,7 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
                 "step_position",
                 "attempts",
                 "outputs",
+                "rollout_arms",
                 "result",
                 "confidence",
                 "input_tokens",
@@ -847,6 +973,9 @@ def _apply(plans: Sequence[Work], *, worker: str) -> dict[str, int]:
         ours = [w for w in plans if w.item.pk in still_ours]
         rollups_add(_rollup_counts(ours), at=now)
         latencies_add(_latency_samples(ours, now=now), at=now)
+        step_counts, step_latencies = _step_rollup_counts(ours)
+        step_rollups_add(step_counts, at=now)
+        step_latencies_add(step_latencies, at=now)
         deliveries_open(
             items=[i for i in changed if i.status in (Item.Status.DELIVERING, Item.Status.REJECTED)]
         )
@@ -889,10 +1018,48 @@ def _rollup_counts(plans: Sequence[Work]) -> dict[int, dict[str, Any]]:
             add("cache_hits")
             add("cost_saved", _call_price(work))
         elif work.result is not None:
-            add("input_tokens", work.result.input_tokens)
-            add("output_tokens", work.result.output_tokens)
+            add("input_tokens", work.result.input_tokens + work.escalated_tokens[0])
+            add("output_tokens", work.result.output_tokens + work.escalated_tokens[1])
             add("cost", _cost(work))
+            add("escalations", len(work.escalated_from))
+            add("cascade_saved", _cascade_saved(work))
     return counts
+
+
+# Errors that are not the prompt version's doing: nothing started for the guards.
+_NOT_STARTED = ("provider_limit", "system")
+
+
+def _step_rollup_counts(
+    plans: Sequence[Work],
+) -> tuple[dict[tuple[int, int, int], dict[str, Any]], dict[tuple[int, int], list[float]]]:
+    """What a batch adds to each step and prompt version's rollup, and its call latencies."""
+    counts: dict[tuple[int, int, int], dict[str, Any]] = {}
+    latencies: dict[tuple[int, int], list[float]] = {}
+    for work in plans:
+        if work.step is None or work.version_number is None:
+            continue
+        if work.error is not None and work.error.error_class in _NOT_STARTED:
+            continue
+        row = counts.setdefault((work.item.pipeline_id, work.step.pk, work.version_number), {})
+
+        def add(counter: str, amount: Any = 1, row=row) -> None:
+            row[counter] = row.get(counter, 0) + amount
+
+        add("started")
+        status = work.item.status
+        if work.error is not None:
+            add("failed")
+        elif work.result is not None:
+            add("held" if status in (Item.Status.IN_REVIEW, Item.Status.REJECTED) else "accepted")
+            add("cost", _cost(work))
+            add("escalations", len(work.escalated_from))
+            add("cascade_saved", _cascade_saved(work))
+            if not work.cache_hit:
+                latencies.setdefault((work.step.pk, work.version_number), []).append(
+                    work.result.latency_ms / 1000
+                )
+    return counts, latencies
 
 
 def _latency_samples(plans: Sequence[Work], *, now: datetime) -> dict[tuple[int, str], list]:
@@ -947,13 +1114,32 @@ def engine_run_batch(*, worker: str, limit: int = BATCH_SIZE) -> dict[str, int]:
 
 
 def engine_drain(*, worker: str, seconds: float = 30.0) -> dict[str, int]:
-    """Run batches until nothing is runnable or `seconds` have passed."""
+    """Run batches until nothing is runnable or `seconds` have passed.
+
+    A full batch means more work is waiting: it sends a wake-up (at most one a second for
+    all workers), so idle worker processes, on this host or another, join in; and a drain
+    that stops at its deadline with work left hands it on the same way rather than leaving
+    it for the minute schedule. A drain that finds nothing waits out the current wake-up
+    window and looks once more, so work whose wake-up was folded into this one is not left
+    for the minute schedule either."""
     deadline = time.monotonic() + seconds
     totals: dict[str, int] = {}
+    looked_again = False
     while time.monotonic() < deadline:
         counts = engine_run_batch(worker=worker)
         if not counts:
-            break
+            # Work committed since this drain's wake-up may have had its own wake-up folded
+            # into ours: look once more when the wake-up window closes.
+            wait = wake_window_left(ENGINE_WAKE_KEY)
+            if looked_again or not wait:
+                break
+            looked_again = True
+            time.sleep(wait + 0.05)
+            continue
         for status, n in counts.items():
             totals[status] = totals.get(status, 0) + n
+        if sum(counts.values()) >= BATCH_SIZE:
+            engine_wake()
+    else:
+        engine_wake()
     return totals

@@ -17,6 +17,7 @@ from django.utils import timezone
 from pipelines.models import Item, LedgerEvent, Pipeline
 from pipelines.schemas import schema_errors
 from pipelines.services.rollups import rollups_add
+from pipelines.wake import wake_send
 
 
 @dataclass(frozen=True)
@@ -67,18 +68,22 @@ def items_submit(
     raise AssertionError("unreachable")
 
 
+ENGINE_WAKE_KEY = "engine-wake"
+
+
 def engine_wake() -> None:
     """Ask the workers to drain the queue: one drain per worker process, so that all of them
     take batches at once. At most one wake-up a second, however many requests arrive: a drain
     takes every runnable item, not just the ones that woke it, and a drain that finds nothing
-    ends at once."""
+    ends at once. Best effort: see pipelines.wake."""
     from django.conf import settings
-    from django.core.cache import cache
-    from django_q.tasks import async_task
 
-    if cache.add("engine-wake", 1, timeout=1):
-        for _ in range(settings.SLUICE_ENGINE_DRAINS):
-            async_task("pipelines.tasks.engine_drain_task", task_name="engine-drain")
+    wake_send(
+        key=ENGINE_WAKE_KEY,
+        func="pipelines.tasks.engine_drain_task",
+        task_name="engine-drain",
+        count=settings.SLUICE_ENGINE_DRAINS,
+    )
 
 
 def _submit(

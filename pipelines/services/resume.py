@@ -15,7 +15,7 @@ from django.utils import timezone
 from pipelines.models import Item, LedgerEvent, Step
 from pipelines.services.delivery import deliveries_open
 from pipelines.services.ingest import engine_wake
-from pipelines.services.rollups import latencies_add, rollups_add
+from pipelines.services.rollups import latencies_add, rollups_add, step_rollups_add
 
 _SAVED = (
     "status",
@@ -32,9 +32,9 @@ _SAVED = (
 )
 
 
-def _held_item(item_id: int) -> tuple[Item, str, bool]:
-    """The item, locked, with the slug of the step it waits at and whether a step follows.
-    Raises ValidationError (code not_in_review) unless it waits for a person."""
+def _held_item(item_id: int) -> tuple[Item, Step | None, bool]:
+    """The item, locked, with the step it waits at and whether a step follows. Raises
+    ValidationError (code not_in_review) unless it waits for a person."""
     items = Item.objects.select_related("pipeline__client")
     if connection.vendor == "postgresql":
         items = items.select_for_update(of=("self",))
@@ -44,16 +44,40 @@ def _held_item(item_id: int) -> tuple[Item, str, bool]:
             f"Item {item.pk} is not waiting for review (it is {item.status}).",
             code="not_in_review",
         )
-    positions = dict(
-        Step.objects.filter(pipeline_id=item.pipeline_id).values_list("position", "slug")
-    )
-    slug = positions.get(item.step_position, f"step-{item.step_position}")
-    return item, slug, item.step_position + 1 in positions
+    steps = {step.position: step for step in Step.objects.filter(pipeline_id=item.pipeline_id)}
+    return item, steps.get(item.step_position), item.step_position + 1 in steps
+
+
+def _slug(item: Item, step: Step | None) -> str:
+    return step.slug if step else f"step-{item.step_position}"
+
+
+def _version_of(item: Item, slug: str) -> int | None:
+    """The prompt version the held answer came from: in the item's outputs, else the arm a
+    rollout gave it, else its ledger (a processing error leaves no output)."""
+    number = (item.outputs.get(slug) or {}).get("prompt_version")
+    if number is None:
+        number = (item.rollout_arms.get(slug) or {}).get("version")
+    if number is None:
+        for detail in (
+            item.ledger.filter(to_status=Item.Status.IN_REVIEW)
+            .order_by("-id")
+            .values_list("detail", flat=True)[:1]
+        ):
+            if detail.get("step") == slug:
+                number = detail.get("prompt_version")
+    return number if isinstance(number, int) else None
+
+
+# A review decision, as the step rollup counts it.
+_DECISION_COUNTER = {"approve": "approved", "edit": "edited", "reject": "rejected"}
 
 
 def _finish(
     item: Item,
     *,
+    step: Step | None,
+    version: int | None,
     from_status: str,
     actor_label: str,
     detail: Mapping[str, Any],
@@ -77,6 +101,9 @@ def _finish(
         Item.Status.REJECTED: "rejected",
     }.get(item.status)
     rollups_add({item.pipeline_id: {"reviewed": 1, **({counter: 1} if counter else {})}}, at=now)
+    decision = _DECISION_COUNTER.get(str(detail.get("decision", "")))
+    if step is not None and version is not None and decision:
+        step_rollups_add({(item.pipeline_id, step.pk, version): {decision: 1}}, at=now)
     samples = {(item.pipeline_id, "review_wait"): [(now - held_since).total_seconds()]}
     # As the engine counts it: end to end stops here unless a delivery is still to come.
     if item.status == Item.Status.ACCEPTED or (
@@ -93,7 +120,9 @@ def item_resume(*, item_id: int, output: Any, actor_label: str, detail: Mapping[
     """Continue a held item with `output` as its step's output: queued at its next step, or
     accepted (delivering when its client has a webhook) after its last. Raises
     ValidationError (code not_in_review) when the item no longer waits for a person."""
-    item, slug, has_next = _held_item(item_id)
+    item, step, has_next = _held_item(item_id)
+    slug = _slug(item, step)
+    version = _version_of(item, slug)
     held_since, now = item.updated_at, timezone.now()
     entry = dict(item.outputs.get(slug) or {})
     entry["model_output"] = entry.get("output")
@@ -115,6 +144,8 @@ def item_resume(*, item_id: int, output: Any, actor_label: str, detail: Mapping[
         item.status = Item.Status.DELIVERING if has_webhook else Item.Status.ACCEPTED
     _finish(
         item,
+        step=step,
+        version=version,
         from_status=Item.Status.IN_REVIEW,
         actor_label=actor_label,
         detail=detail,
@@ -128,7 +159,9 @@ def item_reject(*, item_id: int, reason: str, actor_label: str, detail: Mapping[
     """End a held item rejected for `reason` (what its client reads), delivered as such when
     its client has a webhook. Raises ValidationError (code not_in_review) when the item no
     longer waits for a person."""
-    item, slug, _ = _held_item(item_id)
+    item, step, _ = _held_item(item_id)
+    slug = _slug(item, step)
+    version = _version_of(item, slug)
     held_since, now = item.updated_at, timezone.now()
     entry = dict(item.outputs.get(slug) or {})
     entry.update(decided_by=actor_label, rejected_reason=reason)
@@ -138,6 +171,8 @@ def item_reject(*, item_id: int, reason: str, actor_label: str, detail: Mapping[
     item.updated_at = now
     _finish(
         item,
+        step=step,
+        version=version,
         from_status=Item.Status.IN_REVIEW,
         actor_label=actor_label,
         detail={"step": slug, "reason": reason, **detail},

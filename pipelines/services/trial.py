@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipelines.gate import GateVerdict, gate_evaluate, input_text
-from pipelines.models import Step
+from pipelines.models import AiModel, Step
 from pipelines.providers import (
     CallRequest,
     ProviderError,
@@ -57,9 +57,10 @@ def step_try(
     parameters: Mapping[str, Any],
     data: Mapping[str, Any],
     priority: int | None = None,
+    model: AiModel | None = None,
 ) -> Trial:
-    """Render `template` with `data`, call the step's first matching model once, and judge the
-    output with the step's gate. Nothing is written."""
+    """Render `template` with `data`, call the step's first matching model (or `model`) once,
+    and judge the output with the step's gate. Nothing is written."""
     pipeline = step.pipeline
     if pipeline.input_schema:
         problems = schema_errors(schema=pipeline.input_schema, instance=dict(data), limit=3)
@@ -70,19 +71,20 @@ def step_try(
     except PromptTemplateError as exc:
         return Trial(error=str(exc), error_class="input")
     text = input_text(data)
-    entries = list(step.route.select_related("model__provider"))
-    candidates = route_candidates(
-        entries,
-        input_chars=len(text),
-        priority=pipeline.default_priority if priority is None else priority,
-    )
-    if not candidates:
-        return Trial(
-            rendered_prompt=prompt,
-            error="This step has no model: set its route.",
-            error_class="system",
+    if model is None:
+        entries = list(step.route.select_related("model__provider"))
+        candidates = route_candidates(
+            entries,
+            input_chars=len(text),
+            priority=pipeline.default_priority if priority is None else priority,
         )
-    model = candidates[0].model
+        if not candidates:
+            return Trial(
+                rendered_prompt=prompt,
+                error="This step has no model: set its route.",
+                error_class="system",
+            )
+        model = candidates[0].model
     provider = model.provider
     settings = provider_settings(provider)
     request = CallRequest(

@@ -9,6 +9,7 @@ from controlplane.access import role_required
 from controlplane.params import parse_id
 from controlplane.roles import Role, role_of
 from pipelines.gate import public_error_message
+from pipelines.metrics import cost_report
 from pipelines.models import Item
 from pipelines.selectors import (
     item_get_for_user,
@@ -43,9 +44,13 @@ def pipeline_detail(request: HttpRequest, client_slug: str, slug: str) -> HttpRe
         items = items.filter(pk__lt=before)
     # Keyset pagination: never counts the item table, however large it grows.
     page = list(items.order_by("-id")[: PAGE_SIZE + 1])
+    now = timezone.now()
     context = {
         "pipeline": pipeline,
-        "budgets": budgets_for([pipeline], now=timezone.now()).get(pipeline.pk, []),
+        "budgets": budgets_for([pipeline], now=now).get(pipeline.pk, []),
+        "cost_today": cost_report(
+            pipeline_id=pipeline.pk, since=now.replace(hour=0, minute=0, second=0, microsecond=0)
+        ),
         "items": page[:PAGE_SIZE],
         "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
         "status": status,
