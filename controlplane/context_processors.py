@@ -22,6 +22,7 @@ NAVIGATION = (
         ("pipeline-", "item-", "step-", "prompt-"),
     ),
     NavLink("Dashboards", "dashboard-overview", (Role.OPERATOR, Role.CLIENT), ("dashboard-",)),
+    NavLink("Reports", "report-index", (Role.OPERATOR, Role.CLIENT), ("report-",)),
     NavLink("Review", "review-queue", (Role.OPERATOR, Role.REVIEWER), ("review-",)),
     NavLink("Dead letters", "dead-letter-list", (Role.OPERATOR,), ("dead-letter-",)),
     NavLink("Providers", "provider-list", (Role.OPERATOR,), ("provider-",)),

@@ -22,7 +22,8 @@ from controlplane.throttle import login_failed, login_succeeded, login_throttled
 
 LANDING = {
     Role.OPERATOR: "pipeline-list",
-    Role.CLIENT: "pipeline-list",
+    # A client lands on its own reports (report-index sends it to its client's report).
+    Role.CLIENT: "report-index",
     Role.REVIEWER: "review-queue",
 }
 

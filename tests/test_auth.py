@@ -19,7 +19,7 @@ def test_a_user_signs_in_and_lands_on_their_role_page(client_a):
     response = http.post(reverse("login"), {"username": "alice", "password": PASSWORD})
     assert response.status_code == 302
     assert response["Location"] == reverse("home")
-    assert http.get(reverse("home"))["Location"] == reverse("pipeline-list")
+    assert http.get(reverse("home"))["Location"] == reverse("report-index")
 
 
 def test_a_reviewer_lands_on_the_review_queue(reviewer):

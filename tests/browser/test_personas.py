@@ -29,6 +29,7 @@ def nav_labels(page) -> list[str]:
             [
                 "Pipelines",
                 "Dashboards",
+                "Reports",
                 "Review",
                 "Dead letters",
                 "Providers",
@@ -40,7 +41,7 @@ def nav_labels(page) -> list[str]:
             ],
         ),
         ("reviewer", "rita", "/review/", ["Review"]),
-        ("client_a", "alice", "/pipelines/", ["Pipelines", "Dashboards"]),
+        ("client_a", "alice", "/reports/acme/", ["Pipelines", "Dashboards", "Reports"]),
     ],
 )
 def test_each_persona_signs_in_and_sees_its_navigation(
@@ -54,6 +55,7 @@ def test_each_persona_signs_in_and_sees_its_navigation(
 
 def test_a_client_sees_only_its_pipelines_and_cannot_open_operator_pages(page, live_server, world):
     sign_in(page, live_server.url, "alice")
+    page.get_by_role("link", name="Pipelines").click()
     table = page.locator("[data-testid=pipeline-table]")
     assert "Ticket triage" in table.inner_text()
     assert "Contract review" not in table.inner_text()
