@@ -11,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: help demo run test test-fast lint format migrate services bench bench-review bench-dashboard clean check-python
+.PHONY: help demo run test test-fast lint format migrate services bench bench-review bench-dashboard loadtest chaos clean check-python
 
 help:
 	@echo "make demo      run Sluice with demo data at http://127.0.0.1:$(PORT) (embedded SQLite)"
@@ -27,6 +27,8 @@ help:
 	@echo "               reviewers and write docs/benchmarks.md (PostgreSQL: DATABASE_URL)"
 	@echo "make bench-dashboard  measure dashboard page time and live-ticker queries with 10"
 	@echo "               million items and write docs/benchmarks.md (PostgreSQL: DATABASE_URL)"
+	@echo "make loadtest  load-test a private Sluice through the API (LOADTEST_ARGS=...)"
+	@echo "make chaos     run the chaos scenarios of bench/chaos/, each with a verdict"
 	@echo "make clean     remove the virtual environment and local data (var/)"
 
 check-python:
@@ -83,6 +85,13 @@ bench-review: $(VENV)/.installed-dev
 
 bench-dashboard: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.dashboard $(BENCH_ARGS)
+
+loadtest: $(VENV)/.installed-dev
+	$(BIN)/python manage.py loadtest $(LOADTEST_ARGS)
+
+chaos: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.chaos.provider_outage
+	$(BIN)/python -m bench.chaos.burst
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -11,7 +11,39 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from pipelines.api import ApiError
 from pipelines.api import router as items_router
 
-api = NinjaAPI(
+# Answers an operation may give besides those it declares, always as the same JSON error.
+COMMON_ERRORS = {
+    400: ("body", "The body is not JSON (or not UTF-8, or nested too deeply)."),
+    401: ("security", "No key, an unknown key or a revoked key."),
+    413: ("body", "The body is larger than this server takes."),
+    422: ("any", "A field is missing, of the wrong type or out of range."),
+}
+
+
+class SluiceApi(NinjaAPI):
+    """The NinjaAPI whose OpenAPI document also lists the errors every operation can answer
+    (bad JSON, no key, too large, invalid), so clients and schema checkers know them."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        error = {"$ref": "#/components/schemas/ErrorOut"}
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for status, (when, description) in COMMON_ERRORS.items():
+                    applies = {
+                        "body": "requestBody" in operation,
+                        "security": bool(operation.get("security")),
+                        "any": True,
+                    }[when]
+                    if applies and status not in operation["responses"]:
+                        operation["responses"][status] = {
+                            "description": description,
+                            "content": {"application/json": {"schema": error}},
+                        }
+        return schema
+
+
+api = SluiceApi(
     title="Sluice API",
     version="1",
     description="Submit items to a client's pipelines and read their results. Authenticate "

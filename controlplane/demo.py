@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
@@ -12,6 +14,7 @@ from pipelines.models import AiModel, Example, Pipeline, Provider, Step
 from pipelines.services.configuration import (
     aimodel_create,
     pipeline_create,
+    prompt_version_create,
     provider_create,
     route_set,
     step_create,
@@ -340,6 +343,17 @@ def demo_seed() -> dict[str, int]:
                     actor=None,
                     actor_label="demo",
                 )
+                if step.slug == "fields":
+                    # A version to try a gradual rollout with: its simulated calls fail far
+                    # more often, so the error-rate guard rolls it back.
+                    prompt_version_create(
+                        step=step,
+                        template="Extract supplier, date, total and currency as JSON:\n{{ text }}",
+                        parameters={"simulation": {"failure_rates": {"transient": 0.4}}},
+                        change_note="Shorter instructions (simulated: 40% of calls fail)",
+                        actor=None,
+                        actor_label="demo",
+                    )
                 if step.slug == "topic":
                     Example.objects.bulk_create(
                         [
@@ -359,6 +373,7 @@ def demo_seed() -> dict[str, int]:
             )
             created["items"] += len(items)
     _demo_review_queues(clients=list(clients.values()))
+    _demo_reports(acme=clients["acme"])
     return created
 
 
@@ -370,6 +385,19 @@ def _demo_review_queues(*, clients: list[Client]) -> None:
     for step in Step.objects.filter(pipeline__client__in=clients).select_related("pipeline"):
         queue_member_add(
             queue=queue_ensure(step=step), user=reviewer, actor=None, actor_label="demo"
+        )
+
+
+def _demo_reports(*, acme: Client) -> None:
+    """Acme's reports price review at $45 an hour and go to its contact every Monday."""
+    from controlplane.reports.models import ReportSchedule, ReportSettings
+
+    ReportSettings.objects.get_or_create(
+        client=acme, defaults={"review_rate_per_hour": Decimal("45.00")}
+    )
+    if not ReportSchedule.objects.filter(client=acme).exists():
+        ReportSchedule.objects.create(
+            client=acme, cadence=ReportSchedule.Cadence.WEEKLY, recipients="acme@example.com"
         )
 
 

@@ -35,11 +35,21 @@ SCHEDULES: tuple[Recurring, ...] = (
         func="controlplane.monitoring.alert_tasks.alerts_evaluate_task",
         minutes=1,
     ),
-    # Queue depth, in flight and review backlog per pipeline, kept a week for the dashboards.
+    # Gradual rollouts of prompt versions: guards judged, stages stepped up, promoted or
+    # rolled back.
+    Recurring(name="sluice.rollouts", func="pipelines.tasks.rollouts_evaluate_task", minutes=1),
+    # Queue depth, in flight and review backlog per pipeline, breakers and worker health, kept a
+    # week for the dashboards; and the counter totals /metrics adds up from (once an hour).
     Recurring(
         name="sluice.gauge_samples",
         func="controlplane.monitoring.sample_tasks.gauge_samples_take_task",
         minutes=1,
+    ),
+    # Scheduled client reports whose week or month has ended, each period sent once.
+    Recurring(
+        name="sluice.reports",
+        func="controlplane.reports.tasks.reports_send_due_task",
+        minutes=60,
     ),
 )
 

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "pipelines",
     "review",
     "controlplane.monitoring",
+    "controlplane.reports",
 ]
 
 MIDDLEWARE = [
@@ -202,6 +203,10 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": -1,
     "bulk": 10,
+    # A cluster takes a task from the broker only when it can soon start it. Engine drains run
+    # until the queue is empty: one prefetched by a busy host would wait there while another
+    # worker host sits idle (django-q2's default holds workers² tasks per cluster).
+    "queue_limit": 1,
     "catch_up": False,
     "label": "Task queue",
     "log_level": "INFO" if DEBUG else "WARNING",
@@ -209,6 +214,10 @@ Q_CLUSTER = {
 # How long a worker holds the items it claimed: longer than any provider timeout (at most 600 s),
 # so a live worker keeps its lease; a dead worker's items run again once it passes.
 SLUICE_LEASE_SECONDS = envint("SLUICE_LEASE_SECONDS", 900, minimum=2)
+# How long a worker holds the deliveries it is sending: longer than a batch of them can take
+# (ceil(200 / 16) rounds of the 10 s webhook timeout, 130 s). A dead worker's deliveries are
+# sent again once it passes; a lease shorter than a slow batch would send some twice.
+SLUICE_DELIVERY_LEASE_SECONDS = envint("SLUICE_DELIVERY_LEASE_SECONDS", 300, minimum=5)
 # Drains started by one wake-up: one per worker process of a cluster by default; with several
 # worker hosts, set it to the number of worker processes of all of them.
 SLUICE_ENGINE_DRAINS = envint("SLUICE_ENGINE_DRAINS", Q_CLUSTER["workers"], minimum=1, maximum=256)

@@ -36,6 +36,7 @@ urlpatterns = [
         name="dashboard-pipeline",
     ),
     path("", include("controlplane.monitoring.alert_urls")),
+    path("", include("controlplane.reports.urls")),
     path("", include("pipelines.urls")),
     path("", include("review.urls")),
     path("api/", api.urls),

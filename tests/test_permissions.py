@@ -1,7 +1,8 @@
 """Who may open which page: every role against every page, allowed and forbidden.
 
 The matrix must name every URL of the project (see the last test), so a new page cannot ship
-without deciding who may use it.
+without deciding who may use it. Namespaced URLs (the API's routes as each kind of key, the
+admin's pages) are generated and checked the same way in tests/test_security_api.py.
 """
 
 from __future__ import annotations
@@ -40,6 +41,23 @@ def _acme_review_task(w):
 
     join(w["acme_step"], w["reviewer"])
     return hold(ItemFactory(pipeline=w["acme_step"].pipeline), w["acme_step"])
+
+
+def _acme_rollout(w):
+    """A running rollout of a second prompt version of the acme step."""
+    from pipelines.services.configuration import prompt_version_create
+    from pipelines.services.rollouts import rollout_start
+
+    step = w["acme_step"]
+    version = prompt_version_create(step=step, template="v2 {{ text }}", actor=None)
+    return rollout_start(step=step, candidate=version, actor=None)
+
+
+def _acme_evaluation(w):
+    from pipelines.models import Evaluation
+
+    step = w["acme_step"]
+    return Evaluation.objects.create(step=step, version=step.prompt_versions.get(), total=0)
 
 
 # url name -> (how to build the URL from the world, {persona: expected status})
@@ -138,6 +156,25 @@ MATRIX = {
         OPERATOR_ONLY,
     ),
     "example-list": (lambda w: reverse("example-list", args=[w["acme_step"].pk]), OPERATOR_ONLY),
+    # Rollouts and offline evaluations (see tests/test_rollouts_pages.py for other clients).
+    "step-rollouts": (lambda w: reverse("step-rollouts", args=[w["acme_step"].pk]), OPERATOR_ONLY),
+    "rollout-detail": (
+        lambda w: reverse("rollout-detail", args=[_acme_rollout(w).pk]),
+        OPERATOR_ONLY,
+    ),
+    # POST only (pause, resume, promote, roll back).
+    "rollout-action": (
+        lambda w: reverse("rollout-action", args=[1, "pause"]),
+        dict.fromkeys(PERSONAS, 405),
+    ),
+    "step-evaluations": (
+        lambda w: reverse("step-evaluations", args=[w["acme_step"].pk]),
+        OPERATOR_ONLY,
+    ),
+    "evaluation-detail": (
+        lambda w: reverse("evaluation-detail", args=[_acme_evaluation(w).pk]),
+        OPERATOR_ONLY,
+    ),
     "example-import": (
         lambda w: reverse("example-import", args=[w["acme_step"].pk, w["example_import"].pk]),
         OPERATOR_ONLY,
@@ -183,6 +220,44 @@ MATRIX = {
             "no_role": 403,
         },
     ),
+    # A client goes to its own report; operators get the list of clients.
+    "report-index": (
+        lambda w: reverse("report-index"),
+        {
+            "anonymous": 302,
+            "operator": 200,
+            "reviewer": 403,
+            "client_a": 302,
+            "client_b": 302,
+            "no_role": 403,
+        },
+    ),
+    # Every report page and export of acme: another client's is a 404 (tests/test_reports.py).
+    **{
+        name: (
+            build,
+            {
+                "anonymous": 302,
+                "operator": 200,
+                "reviewer": 403,
+                "client_a": 200,
+                "client_b": 404,
+                "no_role": 403,
+            },
+        )
+        for name, build in (
+            ("report-client", lambda w: reverse("report-client", args=["acme"])),
+            ("report-print", lambda w: reverse("report-print", args=["acme"])),
+            ("report-pdf", lambda w: reverse("report-pdf", args=["acme"])),
+            ("report-csv", lambda w: reverse("report-csv", args=["acme", "cost_model"])),
+        )
+    },
+    "report-settings": (lambda w: reverse("report-settings", args=["acme"]), OPERATOR_ONLY),
+    # POST only (see tests/test_reports.py for who may).
+    "report-schedule-delete": (
+        lambda w: reverse("report-schedule-delete", args=["acme", 1]),
+        dict.fromkeys(PERSONAS, 405),
+    ),
     "alert-list": (lambda w: reverse("alert-list"), OPERATOR_ONLY),
     "alert-banner": (lambda w: reverse("alert-banner"), OPERATOR_ONLY),
     # POST only (see tests/test_alerts_pages.py for who may).
@@ -201,6 +276,14 @@ MATRIX = {
     ),
     "alert-rule-edit": (
         lambda w: reverse("alert-rule-edit", args=[w["acme_item"].pipeline.alert_rules.first().pk]),
+        OPERATOR_ONLY,
+    ),
+    "alert-rule-create": (lambda w: reverse("alert-rule-create"), OPERATOR_ONLY),
+    # GET asks for confirmation; the POST that deletes is in tests/test_alerts_pages.py.
+    "alert-rule-delete": (
+        lambda w: reverse(
+            "alert-rule-delete", args=[w["acme_item"].pipeline.alert_rules.first().pk]
+        ),
         OPERATOR_ONLY,
     ),
     # Scrapes authenticate with the metrics token, not a session; without a token configured
