@@ -4,8 +4,6 @@ loopback unless asked otherwise."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from django.core.cache import cache
 
@@ -14,6 +12,7 @@ from bench.scenario import Receiver
 from bench.scenario import _pipeline as bench_pipeline
 from controlplane.services import api_key_create
 from pipelines.models import Item
+from tests.aio import run_async
 from tests.processes import WorkerCluster, embedded_env, manage
 
 
@@ -34,7 +33,7 @@ def test_a_short_run_reports_every_stage_and_names_the_bottleneck(live_server):
         # second ago would silence this one's (ingest wakes the workers at most once a second).
         cache.delete_many(["engine-wake", "delivery-wake"])
         with WorkerCluster():
-            report = asyncio.run(drive(args))
+            report = run_async(lambda: drive(args))
     items = report["items"]
     assert items["created"] == items["settled"] == 120 and items["all_settled"], report
     assert items["by_status"] == {"delivered": 120}
