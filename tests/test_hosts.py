@@ -40,7 +40,7 @@ def test_losing_a_worker_host_loses_no_item():
             pytest.fail(reason)
         pytest.skip(reason)
     done = subprocess.run(
-        [sys.executable, "-m", "bench.hosts", "--items", "800", "--no-write"],
+        [sys.executable, "-m", "bench.hosts", "--items", "1200", "--no-write"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -50,9 +50,9 @@ def test_losing_a_worker_host_loses_no_item():
     result = json.loads(done.stdout[done.stdout.index("\n{") + 1 :])
     assert result["verdict"] == "passed", (result, done.stderr[-4000:])
     assert done.returncode == 0
-    assert result["lost"] == 0 and result["delivered"] == 800
+    assert result["lost"] == 0 and result["delivered"] == 1200
     before = result["starts_by_host_before_loss"]
     assert before["w1"] > 0 and before["w2"] > 0
     assert result["orphans"] > 0 and result["orphans_delivered"] == result["orphans"]
     assert result["orphans_run_on"] == ["w2"]
-    assert result["webhook_items"] == 800
+    assert result["webhook_items"] == 1200
