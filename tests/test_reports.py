@@ -538,6 +538,8 @@ def test_the_trend_projects_growth_and_when_it_meets_capacity():
 def test_month_forecast_and_drain_time():
     now = datetime(2026, 11, 16, 0, 0, tzinfo=UTC)  # half of a 30-day month
     assert month_forecast(spent=Decimal("50"), now=now) == Decimal("100.00")
+    # A month of cheap calls is not forecast as nothing.
+    assert month_forecast(spent=Decimal("0.000147"), now=now) == Decimal("0.000294")
     assert drain_minutes(backlog=600, capacity=20, inflow=10) == pytest.approx(60)
     assert drain_minutes(backlog=600, capacity=10, inflow=10) is None
     assert drain_minutes(backlog=0, capacity=None, inflow=3) == 0

@@ -112,13 +112,15 @@ def share_within(counts: Mapping[int, int], seconds: float) -> float | None:
 
 def month_forecast(*, spent: Decimal, now: datetime) -> Decimal:
     """The month's spend at the pace of the month so far (spent per elapsed second, times the
-    month's seconds)."""
+    month's seconds), to the micro-dollar like the costs it comes from, and never under what is
+    already spent."""
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     days = calendar.monthrange(now.year, now.month)[1]
     elapsed = (now - start).total_seconds()
     if elapsed <= 0:
         return spent
-    return (spent * Decimal(days * 86400) / Decimal(elapsed)).quantize(Decimal("0.01"))
+    pace = (spent * Decimal(days * 86400) / Decimal(elapsed)).quantize(Decimal("0.000001"))
+    return max(spent, pace)
 
 
 @dataclass(frozen=True)

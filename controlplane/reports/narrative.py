@@ -24,7 +24,7 @@ def capacity_text(report) -> str:
         text += f" ({total.per_minute / report.workers:,.2f} a minute per worker process)"
     text += "."
     if total.bottleneck:
-        text += f" The bottleneck is the {total.bottleneck.name}: {total.bottleneck.remedy}"
+        text += f" The bottleneck is the {total.bottleneck.name}. {total.bottleneck.remedy}"
     if report.trend:
         trend = report.trend
         text += (
