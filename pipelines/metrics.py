@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import TruncHour
 
 from pipelines.histogram import percentile
-from pipelines.models import Item, LatencyRollup, Pipeline, Rollup
+from pipelines.models import Item, LatencyRollup, Pipeline, Rollup, StepLatencyRollup, StepRollup
 
 # Range name -> (minutes, resolution of the series).
 RANGES: dict[str, tuple[int, str]] = {
@@ -32,6 +32,13 @@ COUNTERS = tuple(
     f.name for f in Rollup._meta.concrete_fields if f.name not in ("id", "pipeline", "minute")
 )
 MEASURES = tuple(LatencyRollup.Measure.values)
+STEP_COUNTERS = tuple(
+    f.name
+    for f in StepRollup._meta.concrete_fields
+    if f.name not in ("id", "pipeline", "step", "version", "minute")
+)
+# A step's latency buckets time its model calls: on a step's Point they are this measure.
+STEP_MEASURE = LatencyRollup.Measure.PROCESSING.value
 QUANTILES = (50, 95, 99)
 # Gauges count at most this many rows per pipeline and status: a backlog of a million shows as
 # "100,000+" and costs the same as one of a hundred thousand.
@@ -332,3 +339,72 @@ def cost_report(*, pipeline_id: int, since: datetime) -> CostReport:
         cascade_saved=Decimal(row["cascade"] or 0),
         escalations=row["escalations"] or 0,
     )
+
+
+def step_totals(
+    *, pipeline_ids: Iterable[int], since: datetime, until: datetime | None = None
+) -> dict[int, dict[int, Point]]:
+    """Per pipeline and step (every prompt version together), its counters summed and its
+    model-call latency buckets merged (as STEP_MEASURE) from `since` to `until` (whole minutes;
+    open-ended without one). Steps without rollups in the range are left out. One query."""
+    found: dict[int, dict[int, Point]] = {}
+    start = since.replace(second=0, microsecond=0)
+    for pid, step_id, _, row in _step_rows(pipeline_ids, start, until, by_minute=False):
+        point = found.setdefault(pid, {}).setdefault(step_id, Point(at=start))
+        _step_row_add(point, row)
+    return found
+
+
+def step_minutes(
+    *, pipeline_ids: Iterable[int], since: datetime, until: datetime
+) -> dict[int, dict[datetime, dict[int, Point]]]:
+    """Per pipeline, the minutes from `since` to `until` that have step rollups, each with its
+    steps' counters and model-call latency buckets (every prompt version together). One query,
+    whatever the number of pipelines and steps."""
+    found: dict[int, dict[datetime, dict[int, Point]]] = {}
+    for pid, step_id, at, row in _step_rows(pipeline_ids, since, until, by_minute=True):
+        point = found.setdefault(pid, {}).setdefault(at, {}).setdefault(step_id, Point(at=at))
+        _step_row_add(point, row)
+    return found
+
+
+def _step_rows(
+    pipeline_ids: Iterable[int], since: datetime, until: datetime | None, *, by_minute: bool
+):
+    """The step rollups and step latency buckets of the pipelines in the range, summed per step
+    (and minute), read together as one UNION ALL: a counters row has bucket -1, a bucket row has
+    zero counters. Yields (pipeline id, step id, minute or None, row)."""
+    ids = list(pipeline_ids)
+    if not ids:
+        return
+    window = Q(minute__gte=since) & (Q(minute__lt=until) if until is not None else Q())
+    minute = ("minute",) if by_minute else ()
+    # The two halves line up column by column: pipeline, step, [minute], bucket, n, counters.
+    counters = (
+        StepRollup.objects.filter(window, pipeline_id__in=ids)
+        .values("pipeline_id", "step_id", *minute)
+        .annotate(
+            bucket_of=Value(-1),
+            n=Value(0),
+            **{name: Sum(name) for name in STEP_COUNTERS},
+        )
+        .order_by()
+    )
+    buckets = (
+        StepLatencyRollup.objects.filter(window, step__pipeline_id__in=ids)
+        .annotate(pipeline_of=F("step__pipeline_id"))
+        .values("pipeline_of", "step_id", *minute, "bucket")
+        .annotate(n=Sum("count"), **{name: Value(0) for name in STEP_COUNTERS})
+        .order_by()
+    )
+    for row in counters.union(buckets, all=True).order_by():
+        yield row["pipeline_id"], row["step_id"], row.get("minute"), row
+
+
+def _step_row_add(point: Point, row: dict) -> None:
+    if row["bucket_of"] < 0:
+        for name in STEP_COUNTERS:
+            point.counts[name] = point.counts.get(name, 0) + (row[name] or 0)
+    else:
+        buckets = point.latency.setdefault(STEP_MEASURE, {})
+        buckets[row["bucket_of"]] = buckets.get(row["bucket_of"], 0) + (row["n"] or 0)

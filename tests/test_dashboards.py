@@ -16,6 +16,8 @@ from controlplane.monitoring.figures import (
     charts_build,
     error_rate_figure,
     latency_figure,
+    step_rows,
+    step_throughput_figure,
     throughput_figure,
     tiles_build,
     traces_of,
@@ -24,7 +26,12 @@ from controlplane.monitoring.figures import (
 from pipelines.histogram import bucket_counts
 from pipelines.metrics import GAUGE_CAP, Point
 from pipelines.models import Provider
-from pipelines.services.rollups import latencies_add, rollups_add
+from pipelines.services.rollups import (
+    latencies_add,
+    rollups_add,
+    step_latencies_add,
+    step_rollups_add,
+)
 from tests.conftest import login
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -145,6 +152,50 @@ def test_tiles_read_the_recent_minutes_and_mark_a_capped_queue():
     )["p95"] == ("—")
 
 
+def test_step_rows_show_outcomes_cost_per_item_and_call_latency():
+    busy = Point(
+        at=T0,
+        counts={
+            "started": 1200,
+            "accepted": 900,
+            "held": 200,
+            "failed": 100,
+            "approved": 150,
+            "edited": 30,
+            "rejected": 20,
+            "cost": Decimal("0.6"),
+        },
+        latency={"processing": bucket_counts([0.2] * 90 + [4.0] * 10)},
+    )
+    rows = step_rows([(1, "Topic"), (2, "Reply")], {1: busy})
+    topic, reply = rows
+    assert {k: topic[k] for k in ("step", "started", "accepted", "held", "failed")} == {
+        "step": "Topic",
+        "started": "1,200",
+        "accepted": "900",
+        "held": "200",
+        "failed": "100",
+    }
+    assert (topic["approved"], topic["edited"], topic["rejected"]) == ("150", "30", "20")
+    # $0.60 over the 1,200 attempts that finished: half a tenth of a cent each.
+    assert (topic["cost"], topic["cost_per_item"]) == ("$0.6000", "$0.000500")
+    assert topic["p50"].endswith(" ms") and topic["p95"].endswith(" s")
+    # A step without work in the range: zeros and dashes, never a division by zero.
+    assert reply["started"] == "0" and reply["cost_per_item"] == "—" and reply["p95"] == "—"
+
+
+def test_throughput_per_step_stacks_each_steps_outcomes():
+    figure = step_throughput_figure(
+        [(1, "Topic"), (2, "Reply")],
+        {2: Point(at=T0, counts={"accepted": 4, "held": 2, "failed": 1})},
+    )
+    assert [t["name"] for t in figure["data"]] == ["accepted", "to review", "failed"]
+    assert [t["x"] for t in figure["data"]] == [[0, 4], [0, 2], [0, 1]]
+    assert figure["data"][0]["y"] == ["Topic", "Reply"]
+    assert figure["layout"]["barmode"] == "stack"
+    json.dumps(figure)
+
+
 def test_x_values_are_utc_text():
     assert x_of(datetime(2026, 3, 2, 10, 30, 5, tzinfo=UTC)) == "2026-03-02 10:30:05"
 
@@ -263,3 +314,90 @@ def test_the_seven_day_overview_reads_only_the_latency_it_draws(world, operator)
     assert all("end_to_end" in sql and "queue_wait" not in sql for sql in latency_queries)
     p50 = [y for y in _figure(response, "latency")["data"][0]["y"] if y is not None]
     assert p50 and 0.25 <= p50[0] <= 0.5
+
+
+def _step_table(response) -> dict[str, dict[str, str]]:
+    keys = [key for key, _ in response.context["step_columns"]]
+    return {row[0]: dict(zip(keys, row, strict=True)) for row in response.context["step_rows"]}
+
+
+def test_the_pipeline_dashboard_shows_each_step_over_the_range(world, operator):
+    step = world["acme_step"]
+    pid = step.pipeline_id
+    now = timezone.now()
+    step_rollups_add(
+        {(pid, step.pk, 1): {"started": 5, "accepted": 3, "held": 2, "cost": Decimal("0.05")}},
+        at=now,
+    )
+    step_rollups_add({(pid, step.pk, 2): {"approved": 1, "edited": 1}}, at=now)
+    step_rollups_add({(pid, step.pk, 1): {"started": 7, "failed": 7}}, at=now - timedelta(hours=3))
+    step_latencies_add({(step.pk, 1): [0.4] * 5}, at=now)
+    url = reverse("dashboard-pipeline", args=["acme", "triage"])
+
+    hour = login(operator).get(url + "?range=1h")
+    topic = _step_table(hour)["Topic"]
+    assert (topic["started"], topic["accepted"], topic["held"], topic["failed"]) == (
+        "5",
+        "3",
+        "2",
+        "0",
+    )
+    assert (topic["approved"], topic["edited"], topic["rejected"]) == ("1", "1", "0")
+    assert topic["cost"] == "$0.0500" and topic["cost_per_item"] == "$0.0100"
+    assert topic["p50"].endswith("ms") and topic["p95"] != "—"
+    content = hour.content.decode()
+    assert 'data-rows="steps"' in content and 'id="chart-steps"' in content
+    [accepted, *_] = _figure_by_id(content, "chart-steps")["data"]
+    assert accepted["y"] == ["Topic"] and accepted["x"] == [3]
+
+    day = _step_table(login(operator).get(url + "?range=24h"))["Topic"]
+    assert (day["started"], day["failed"]) == ("12", "7")
+
+
+def _figure_by_id(content: str, element_id: str) -> dict:
+    start = content.index(f'id="{element_id}" type="application/json">') + len(
+        f'id="{element_id}" type="application/json">'
+    )
+    return json.loads(content[start : content.index("</script>", start)])
+
+
+def test_the_overview_has_no_step_table(world, operator):
+    response = login(operator).get(reverse("dashboard-overview"))
+    assert "step_rows" not in response.context
+    assert 'data-rows="steps"' not in response.content.decode()
+
+
+def globex_step(world):
+    """A step of client B's pipeline, beside client A's `acme_step`."""
+    from pipelines.services.configuration import step_create
+
+    return step_create(
+        pipeline=world["globex_item"].pipeline,
+        name="Clause check",
+        slug="clause",
+        kind="classify",
+        labels=["ok", "risky"],
+        template="{{ text }}",
+        actor=world["operator"],
+    )
+
+
+def test_a_client_sees_the_steps_of_its_own_pipelines_only(world):
+    acme_step, clause = world["acme_step"], globex_step(world)
+    globex = clause.pipeline
+    now = timezone.now()
+    step_rollups_add(
+        {
+            (acme_step.pipeline_id, acme_step.pk, 1): {"started": 31, "accepted": 31},
+            (globex.pk, clause.pk, 1): {"started": 4, "accepted": 4},
+        },
+        at=now,
+    )
+    own = login(world["client_b"]).get(reverse("dashboard-pipeline", args=["globex", "contracts"]))
+    assert list(_step_table(own)) == ["Clause check"]
+    assert _step_table(own)["Clause check"]["started"] == "4"
+    assert "Topic" not in own.content.decode()
+    other = reverse("dashboard-pipeline", args=["acme", "triage"])
+    assert login(world["client_b"]).get(other).status_code == 404
+    mine = login(world["client_a"]).get(other)
+    assert list(_step_table(mine)) == ["Topic"] and _step_table(mine)["Topic"]["started"] == "31"

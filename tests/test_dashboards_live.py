@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,9 +17,10 @@ from django.utils import timezone
 
 from controlplane.asgi import application
 from controlplane.monitoring.live import Subscription, Ticker, ticker
-from pipelines.services.rollups import rollups_add
+from pipelines.services.rollups import rollups_add, step_rollups_add
 from tests.aio import run_async
 from tests.conftest import login
+from tests.test_dashboards import globex_step
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -160,20 +162,22 @@ class _CountingTicker(Ticker):
         return texts
 
 
-def _queries_per_tick(viewers: int, subscription: Subscription) -> tuple[int, list[_Viewer]]:
+def _queries_per_tick(viewers: int, *subscriptions: Subscription) -> tuple[int, list[_Viewer]]:
+    """Queries of a steady tick with `viewers` viewers of each subscription."""
     local = _CountingTicker()
-    crowd = [_Viewer() for _ in range(viewers)]
+    crowd = [(_Viewer(), s) for s in subscriptions for _ in range(viewers)]
 
     async def scenario():
-        for viewer in crowd:
+        for viewer, subscription in crowd:
             await local.subscribe(viewer, subscription)
         local.task.cancel()  # ticked by hand below
         await local.tick()  # the first tick reads the two hours of minutes once
         await local.tick()
-        for viewer in crowd:
+        for viewer, _ in crowd:
             local.unsubscribe(viewer)
 
     run_async(scenario)
+    crowd = [viewer for viewer, _ in crowd]
     # Each got its snapshot, then the updates of the ticks (the ticker may have ticked on its own
     # while the crowd was still subscribing).
     assert all(json.loads(v.received[0])["type"] == "snapshot" for v in crowd)
@@ -243,3 +247,75 @@ def test_the_message_bucket_refills_with_time():
     assert bucket.take() is True and bucket.take() is False
     now[0] += 60  # never more than the burst
     assert [bucket.take() for _ in range(3)] == [True, True, False]
+
+
+def test_each_client_receives_the_live_step_rows_of_its_own_pipeline_only(world):
+    acme_step, clause = world["acme_step"], globex_step(world)
+    acme, globex = acme_step.pipeline_id, clause.pipeline_id
+    headers_a, headers_b = _headers(world["client_a"]), _headers(world["client_b"])
+
+    async def scenario():
+        a, b = _communicator(headers_a), _communicator(headers_b)
+        await _subscribe(a, "acme/triage")
+        await _subscribe(b, "globex/contracts")
+        snapshot_a = await a.receive_json_from(timeout=5)
+        snapshot_b = await b.receive_json_from(timeout=5)
+        assert [r["step"] for r in snapshot_a["steps"]] == ["Topic"]
+        assert [r["step"] for r in snapshot_b["steps"]] == ["Clause check"]
+        assert snapshot_a["steps"][0]["started"] == "0"
+        await asyncio.to_thread(
+            step_rollups_add,
+            {
+                (acme, acme_step.pk, 1): {"started": 6, "accepted": 5, "held": 1},
+                (globex, clause.pk, 1): {"started": 2, "failed": 2},
+            },
+            at=timezone.now(),
+        )
+        # Both are watched by the same ticker: one read, each its own rows.
+        while True:
+            update_a = await a.receive_json_from(timeout=2)
+            if update_a["steps"][0]["started"] == "6":
+                break
+        assert update_a["steps"][0]["held"] == "1"
+        assert update_a["charts"]["steps"]["figure"]["data"][0]["x"] == [5]
+        received_b = [snapshot_b]
+        while received_b[-1].get("steps", [{}])[0].get("started") != "2":
+            received_b.append(await b.receive_json_from(timeout=2))
+        assert received_b[-1]["steps"][0]["failed"] == "2"
+        assert all("Topic" not in json.dumps(message) for message in received_b)
+        assert all([r["step"] for r in m["steps"]] == ["Clause check"] for m in received_b)
+        await a.disconnect()
+        await b.disconnect()
+
+    _run(scenario)
+    assert ticker.viewers == {}
+
+
+def test_step_rows_cost_a_tick_two_queries_whatever_the_viewers_and_pipelines(world):
+    acme_step, clause = world["acme_step"], globex_step(world)
+    acme, globex = acme_step.pipeline_id, clause.pipeline_id
+    now = timezone.now()
+    step_rollups_add({(acme, acme_step.pk, 1): {"started": 4, "accepted": 4}}, at=now)
+    # Before the minutes the ticker keeps: on the 24 h range only, from the totals it reads
+    # once an hour.
+    step_rollups_add(
+        {(acme, acme_step.pk, 1): {"started": 9, "failed": 9}}, at=now - timedelta(hours=5)
+    )
+    overview = Subscription((acme,), "1h", single=False, operations=False)
+    one_hour = Subscription((acme,), "1h", single=True, operations=False)
+    one_day = Subscription((acme,), "24h", single=True, operations=False)
+    other = Subscription((globex,), "1h", single=True, operations=False)
+
+    without_steps, _ = _queries_per_tick(1, overview)
+    one, crowd = _queries_per_tick(1, one_hour)
+    fifty, _ = _queries_per_tick(50, one_hour)
+    two_pipelines, _ = _queries_per_tick(1, one_hour, other)
+    long_range, day_crowd = _queries_per_tick(5, one_day, one_hour)
+
+    print(f"queries per tick: {without_steps} without steps, {one} with, {fifty} for 50 viewers")
+    assert one == without_steps + 2
+    assert fifty == two_pipelines == long_range == one
+    rows = json.loads(crowd[-1].received[-1])["steps"]
+    assert (rows[0]["started"], rows[0]["failed"]) == ("4", "0")
+    rows = json.loads(day_crowd[0].received[-1])["steps"]
+    assert (rows[0]["started"], rows[0]["accepted"], rows[0]["failed"]) == ("13", "4", "9")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pipelines.metrics import GAUGE_CAP, Point
+from pipelines.metrics import GAUGE_CAP, STEP_MEASURE, Point
 
 # Failures by error class, as the rollups count them; input errors are the quarantined items.
 ERROR_CLASSES = (
@@ -279,6 +279,84 @@ def health_figure(points: Sequence[Any], *, providers: Sequence[tuple[int, str]]
     return figure
 
 
+# The per-step table of a pipeline's dashboard: (key of a row, column heading).
+STEP_COLUMNS = (
+    ("step", "Step"),
+    ("started", "Started"),
+    ("accepted", "Accepted"),
+    ("held", "Held for review"),
+    ("approved", "Approved"),
+    ("edited", "Edited"),
+    ("rejected", "Rejected"),
+    ("failed", "Failed"),
+    ("cost", "Cost"),
+    ("cost_per_item", "Cost per item"),
+    ("p50", "p50 processing"),
+    ("p95", "p95 processing"),
+)
+# Outcomes of a step's attempts, as the throughput per step chart stacks them.
+STEP_OUTCOMES = (("accepted", "accepted"), ("to review", "held"), ("failed", "failed"))
+STEP_BARS_FIT = 6
+
+
+def step_rows(
+    steps: Sequence[tuple[int, str]], totals: Mapping[int, Point]
+) -> list[dict[str, str]]:
+    """One row per step (`steps` are (id, name) in pipeline order) as the table shows it, from
+    the step's summed rollups; a step without work in the range has zeros and dashes. Cost per
+    item divides the cost by the attempts that finished (accepted, held or failed), as the
+    rollout guards do."""
+    rows = []
+    for step_id, name in steps:
+        point = totals.get(step_id) or Point(at=datetime.min)
+        counts = {key: int(point.count(key)) for key, _ in STEP_COLUMNS[1:8]}
+        cost = Decimal(point.count("cost"))
+        finished = counts["accepted"] + counts["held"] + counts["failed"]
+        rows.append(
+            {
+                "step": name,
+                **{key: f"{n:,}" for key, n in counts.items()},
+                "cost": _dollars(cost),
+                "cost_per_item": _dollars(cost / finished, fine=True) if finished else "—",
+                "p50": _duration(point.percentile(STEP_MEASURE, 50)),
+                "p95": _duration(point.percentile(STEP_MEASURE, 95)),
+            }
+        )
+    return rows
+
+
+def step_throughput_figure(
+    steps: Sequence[tuple[int, str]], totals: Mapping[int, Point]
+) -> dict[str, Any]:
+    """Items each step finished over the range, stacked by outcome: one bar per step, the
+    first step on top."""
+    names = [name for _, name in steps]
+    empty = Point(at=datetime.min)
+    traces = [
+        {
+            "type": "bar",
+            "orientation": "h",
+            "name": label,
+            "x": [int((totals.get(pk) or empty).count(key)) for pk, _ in steps],
+            "y": names,
+            "marker": {"color": COLOURS[label]},
+            "hovertemplate": f"%{{x:,}} {label}<extra></extra>",
+        }
+        for label, key in STEP_OUTCOMES
+    ]
+    layout: dict[str, Any] = {
+        "barmode": "stack",
+        "xaxis": {"title": {"text": "items"}, "rangemode": "tozero", "tickformat": ",d"},
+        "yaxis": {"automargin": True, "autorange": "reversed"},
+        "legend": {"orientation": "h", "y": 1.15, "x": 0, "traceorder": "normal"},
+        "margin": {"l": 10, "r": 20, "t": 30, "b": 45},
+    }
+    # The chart box fits about six bars; more steps make it taller rather than thinner.
+    if len(steps) > STEP_BARS_FIT:
+        layout["height"] = 100 + 30 * len(steps)
+    return {"data": traces, "layout": layout}
+
+
 def charts_build(
     *,
     points: Sequence[Point],
@@ -339,8 +417,12 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def _dollars(amount: Decimal) -> str:
-    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:,.4f}"
+def _dollars(amount: Decimal, *, fine: bool = False) -> str:
+    """Dollars to the cent; under a dollar to four decimals, and `fine` amounts (a cost per
+    item) under a cent to six."""
+    if amount >= 1 or amount == 0:
+        return f"${amount:,.2f}"
+    return f"${amount:,.6f}" if fine and amount < Decimal("0.01") else f"${amount:,.4f}"
 
 
 def _money(value: int | Decimal) -> float:

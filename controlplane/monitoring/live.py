@@ -12,6 +12,11 @@ The ticker keeps in memory the per-pipeline minutes of the current and previous 
 only the last few minutes each tick). The queue depth and review backlog charts take their history
 from the gauge samples the schedule stores once a minute (`samples.py`), read with the rest of a
 snapshot; each tick then appends the live gauges it read.
+
+A pipeline's own dashboard also shows its steps over the range (the step rollups, every prompt
+version together). The ticker keeps their minutes the same way for the pipelines watched on
+their own dashboard and, for the 24 h and 7 d ranges, the totals before those minutes, read
+again only when the hour changes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +39,8 @@ from controlplane.monitoring.figures import (
     Sample,
     charts_build,
     health_figure,
+    step_rows,
+    step_throughput_figure,
     tiles_build,
     traces_of,
     x_of,
@@ -44,7 +51,7 @@ from controlplane.selectors import heartbeat_list
 from controlplane.ticking import TickLoop, Viewer
 from pipelines import metrics
 from pipelines.metrics import DEFAULT_RANGE, RANGES, Point
-from pipelines.models import Pipeline, Provider
+from pipelines.models import Pipeline, Provider, Step
 from pipelines.selectors import pipeline_get_for_user, pipeline_list_for_user, provider_list
 from pipelines.services.breaker import breaker_states
 from pipelines.services.budgets import Budget, budgets_for, day_bounds
@@ -138,6 +145,14 @@ def dashboard_read(
             saved_today=sum((s for _, s in costs.values()), Decimal(0)),
         ),
     }
+    if single and pipelines:
+        # A pipeline's own dashboard also shows its steps over the range (from the hour
+        # `series` starts at on the long ranges, as the charts do).
+        start = points[0].at if points else since
+        totals = metrics.step_totals(pipeline_ids=ids, since=start, until=until)
+        rows, figure = steps_view(step_list(ids)[ids[0]], totals.get(ids[0], {}))
+        payload["steps"] = rows
+        payload["charts"]["steps"] = figure
     if operations:
         providers = operations_providers()
         payload.update(operations_read(now=now, providers=providers))
@@ -145,6 +160,27 @@ def dashboard_read(
             points = health_sample_series(since=since, until=until, resolution=resolution)
             payload["charts"]["health"] = health_figure(points, providers=_named(providers))
     return payload
+
+
+def step_list(pipeline_ids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
+    """Per pipeline, its steps as (id, name) in their order; one query. The caller has scoped
+    `pipeline_ids` to what the viewer may see."""
+    found: dict[int, list[tuple[int, str]]] = {pid: [] for pid in pipeline_ids}
+    rows = (
+        Step.objects.filter(pipeline_id__in=list(pipeline_ids))
+        .order_by("pipeline_id", "position", "pk")
+        .values_list("pipeline_id", "pk", "name")
+    )
+    for pid, pk, name in rows:
+        found[pid].append((pk, name))
+    return found
+
+
+def steps_view(
+    steps: Sequence[tuple[int, str]], totals: dict[int, Point]
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The per-step table rows and the throughput per step chart of one pipeline's dashboard."""
+    return step_rows(steps, totals), step_throughput_figure(steps, totals)
 
 
 def budget_bars(pipelines: Iterable[Pipeline], budgets: dict[int, list[Budget]]) -> list[BudgetBar]:
@@ -205,6 +241,38 @@ def _hour_of(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
+def _live_window(now: datetime) -> tuple[datetime, datetime, datetime]:
+    """(current minute, its end, start of the previous hour): the ticker keeps the minutes
+    from the last to the second."""
+    current = metrics.range_bounds("15m", now=now)[1] - timedelta(minutes=1)
+    return current, current + timedelta(minutes=1), _hour_of(current) - timedelta(hours=1)
+
+
+def _keep_minutes[T](
+    kept_by_pipeline: dict[int, dict[datetime, T]],
+    ids: Sequence[int],
+    now: datetime,
+    read: Callable[[list[int], datetime, datetime], dict[int, dict[datetime, T]]],
+) -> None:
+    """Keep the minutes of the current and previous hour per pipeline: pipelines seen before
+    re-read only their last LIVE_MINUTES minutes, new ones read the two hours once (`read`
+    answers per pipeline, by minute, for a window: one query or two)."""
+    current, until, keep_from = _live_window(now)
+    known = [pid for pid in ids if pid in kept_by_pipeline]
+    new = [pid for pid in ids if pid not in kept_by_pipeline]
+    if known:
+        since = current - timedelta(minutes=LIVE_MINUTES - 1)
+        fresh = read(known, since, until)
+        for pid in known:
+            kept = kept_by_pipeline[pid]
+            for at in [at for at in kept if at >= since or at < keep_from]:
+                del kept[at]
+            kept.update(fresh.get(pid, {}))
+    if new:
+        fresh = read(new, keep_from, until)
+        kept_by_pipeline.update({pid: fresh.get(pid, {}) for pid in new})
+
+
 def _summed(points: Iterable[Point], at: datetime) -> Point:
     total = metrics.totals(list(points))
     total.at = at
@@ -221,6 +289,11 @@ class Ticker(TickLoop):
         self.viewers: dict[Subscription, set[Viewer]] = {}
         self.subscriptions: dict[Viewer, Subscription] = {}
         self.minutes: dict[int, dict[datetime, Point]] = {}
+        # The same window per step, for pipelines watched on their own dashboard.
+        self.step_minutes: dict[int, dict[datetime, dict[int, Point]]] = {}
+        # The long ranges' step totals before that window, per (range, pipeline): (from, to,
+        # totals by step). They change only when the hour does.
+        self.step_base: dict[tuple[str, int], tuple[datetime, datetime, dict[int, Point]]] = {}
         self.task: asyncio.Task | None = None
 
     # --- viewers ---------------------------------------------------------------------------
@@ -249,6 +322,8 @@ class Ticker(TickLoop):
 
     def idle(self) -> None:
         self.minutes.clear()
+        self.step_minutes.clear()
+        self.step_base.clear()
 
     async def tick(self) -> None:
         """One read for every subscription, one send of the same text per viewer."""
@@ -291,6 +366,7 @@ class Ticker(TickLoop):
         gauges = metrics.gauges(pipeline_ids=ids)
         budgets = budgets_for(pipelines.values(), now=now)
         costs = metrics.cost_since(pipeline_ids=ids, since=day_bounds(now)[0])
+        steps = self._read_steps(subscriptions, pipelines, now)
         operations = health = None
         if any(s.operations for s in subscriptions):
             providers = operations_providers()
@@ -300,6 +376,10 @@ class Ticker(TickLoop):
         for subscription in subscriptions:
             watched = [pipelines[pid] for pid in subscription.pipeline_ids if pid in pipelines]
             update = self._update(subscription, watched, gauges, budgets, costs, now)
+            if subscription.single and watched:
+                rows, figure = self._steps_view(subscription, steps, now)
+                update["steps"] = rows
+                update["charts"]["steps"] = {"figure": figure}
             if subscription.operations and operations is not None:
                 update.update(operations)
             if subscription.health and health is not None:
@@ -334,28 +414,80 @@ class Ticker(TickLoop):
             del self.minutes[pid]
 
     def _read_minutes(self, ids: Sequence[int], now: datetime) -> None:
-        """Keep the minutes of the current and previous hour: pipelines seen before re-read only
-        their last LIVE_MINUTES minutes, new ones read the two hours once."""
-        current = metrics.range_bounds("15m", now=now)[1] - timedelta(minutes=1)
-        until = current + timedelta(minutes=1)
-        keep_from = _hour_of(current) - timedelta(hours=1)
-        known = [pid for pid in ids if pid in self.minutes]
-        new = [pid for pid in ids if pid not in self.minutes]
-        if known:
-            since = current - timedelta(minutes=LIVE_MINUTES - 1)
-            fresh = metrics.series_by_pipeline(
-                pipeline_ids=known, since=since, until=until, measures=DRAWN
-            )
-            for pid in known:
-                kept = self.minutes[pid]
-                for at in [at for at in kept if at >= since or at < keep_from]:
-                    del kept[at]
-                kept.update(fresh[pid])
-        if new:
-            fresh = metrics.series_by_pipeline(
-                pipeline_ids=new, since=keep_from, until=until, measures=DRAWN
-            )
-            self.minutes.update(fresh)
+        _keep_minutes(
+            self.minutes,
+            ids,
+            now,
+            lambda pids, since, until: metrics.series_by_pipeline(
+                pipeline_ids=pids, since=since, until=until, measures=DRAWN
+            ),
+        )
+
+    def _read_steps(
+        self, subscriptions: Sequence[Subscription], pipelines: dict[int, Pipeline], now: datetime
+    ) -> dict[int, list[tuple[int, str]]]:
+        """For the pipelines watched on their own dashboard: their steps, the minutes of their
+        step rollups (kept like the pipeline minutes) and, for the long ranges, the totals
+        before those minutes (read again only when the hour changes). Two queries a tick, and
+        one more per long range once an hour; none without such a viewer."""
+        single = [s for s in subscriptions if s.single]
+        ids = sorted({pid for s in single for pid in s.pipeline_ids if pid in pipelines})
+        for pid in set(self.step_minutes) - set(ids):
+            del self.step_minutes[pid]
+        for key in [key for key in self.step_base if key[1] not in ids]:
+            del self.step_base[key]
+        if not ids:
+            return {}
+        names = step_list(ids)
+        _keep_minutes(
+            self.step_minutes,
+            ids,
+            now,
+            lambda pids, since, until: metrics.step_minutes(
+                pipeline_ids=pids, since=since, until=until
+            ),
+        )
+        keep_from = _live_window(now)[2]
+        for range_name in sorted({s.range_name for s in single}):
+            since, _, resolution = metrics.range_bounds(range_name, now=now)
+            if resolution != "hour":
+                continue  # the whole range is in the kept minutes
+            start = _hour_of(since)
+            watched = {pid for s in single if s.range_name == range_name for pid in s.pipeline_ids}
+            stale = [
+                pid
+                for pid in ids
+                if pid in watched
+                and self.step_base.get((range_name, pid), (None, None))[:2] != (start, keep_from)
+            ]
+            if stale:
+                totals = metrics.step_totals(pipeline_ids=stale, since=start, until=keep_from)
+                for pid in stale:
+                    self.step_base[(range_name, pid)] = (start, keep_from, totals.get(pid, {}))
+        return names
+
+    def _steps_view(
+        self,
+        subscription: Subscription,
+        names: dict[int, list[tuple[int, str]]],
+        now: datetime,
+    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        """One pipeline's steps over the subscription's range: the totals before the kept
+        minutes (long ranges) and the kept minutes of the range."""
+        [pid] = subscription.pipeline_ids
+        since, _, resolution = metrics.range_bounds(subscription.range_name, now=now)
+        parts: dict[int, list[Point]] = {}
+        if resolution == "hour":
+            since = _live_window(now)[2]
+            base = self.step_base.get((subscription.range_name, pid), (None, None, {}))[2]
+            for step_id, point in base.items():
+                parts.setdefault(step_id, []).append(point)
+        for at, steps in self.step_minutes.get(pid, {}).items():
+            if at >= since:
+                for step_id, point in steps.items():
+                    parts.setdefault(step_id, []).append(point)
+        totals = {step_id: metrics.totals(points) for step_id, points in parts.items()}
+        return steps_view(names.get(pid, []), totals)
 
     def _update(
         self,

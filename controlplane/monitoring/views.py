@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from controlplane.access import role_required
+from controlplane.monitoring.figures import STEP_COLUMNS
 from controlplane.monitoring.live import dashboard_read, dashboard_scope, range_name_of
 from controlplane.roles import Role, role_of
 from pipelines.metrics import RANGES
@@ -77,4 +78,9 @@ def _render(request: HttpRequest, *, pipelines, pipeline) -> HttpResponse:
         "workers": data.get("workers", []),
         "subscribe_to": f"{pipeline.client.slug}/{pipeline.slug}" if pipeline else "",
     }
+    if "steps" in data:
+        # A pipeline's own dashboard: its steps over the range, as a table and a chart.
+        context["step_columns"] = STEP_COLUMNS
+        context["step_rows"] = [[row[key] for key, _ in STEP_COLUMNS] for row in data["steps"]]
+        context["step_chart"] = {"figure": data["charts"]["steps"], "id": "chart-steps"}
     return render(request, "monitoring/dashboard.html", context)

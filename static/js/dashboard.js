@@ -98,6 +98,7 @@
       return;
     }
     setTiles(message.tiles);
+    setRows("steps", message.steps);
     setRows("breakers", message.breakers);
     setRows("workers", message.workers);
     if (message.at) root.dataset.updatedAt = message.at;

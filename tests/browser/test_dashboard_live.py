@@ -76,6 +76,12 @@ def test_a_worker_processing_items_moves_the_dashboard_without_a_reload(
         submit(acme_step.pipeline, *(f"Ticket {n}: please refund my invoice" for n in range(ITEMS)))
         page.wait_for_function(f"() => ({THROUGHPUT_DONE})() >= {ITEMS}", timeout=60_000)
     assert worker.returncode is not None
+    # The step's row counts them too (column 2: started), pushed over the same socket.
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-rows=steps] tr td:nth-child(2)')"
+        f"?.textContent.replace(/,/g, '')) >= {ITEMS}",
+        timeout=30_000,
+    )
 
     assert tile.inner_text() != "0.0"
     assert page.get_by_test_id("tile-p95").inner_text() != "—"
