@@ -92,6 +92,7 @@ loadtest: $(VENV)/.installed-dev
 chaos: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.chaos.provider_outage
 	$(BIN)/python -m bench.chaos.burst
+	$(BIN)/python -m bench.chaos.bad_config
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@ submitted through the public API; the run checks that the work spreads over both
 then takes one worker host away at once (its network cut, then every process on it killed, as a
 power loss would) and checks that every accepted item is still delivered, once.
 
-    sudo .venv/bin/python -m bench.hosts              # 2,000 items, writes docs/benchmarks.md
+    sudo .venv/bin/python -m bench.hosts              # 2,000 items, writes docs/resilience.md
     sudo .venv/bin/python -m bench.hosts --items 1200 --no-write
 
 Needs root (namespaces, a bridge), iproute2, and PostgreSQL and Redis installed (`make services`
@@ -38,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from bench.report import ROOT, section_write
+
+RESILIENCE = ROOT / "docs" / "resilience.md"
 
 PREFIX = "slh"
 BRIDGE = f"{PREFIX}-br0"
@@ -456,10 +458,11 @@ def verdict(result: dict) -> list[str]:
 
 def render(result: dict, problems: list[str], command: str) -> str:
     before, after = result["starts_by_host_before_loss"], result["starts_by_host_at_end"]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
-        "## Several hosts: losing a worker host",
+        "### Last result",
         "",
-        f"Measured by `bench/hosts.py` in one run. Command: `{command}`.",
+        f"Measured by `bench/hosts.py` in one run on {when}. Command: `{command}`.",
         "",
         f"- Topology: network namespaces on one 2-core machine joined by a bridge: a database "
         f"host (PostgreSQL and Redis), a web host (daphne), two worker hosts (`manage.py "
@@ -521,7 +524,7 @@ def main() -> None:
     print(json.dumps(result, indent=2), flush=True)
     if not args.no_write:
         command = "python -m bench.hosts " + " ".join(sys.argv[1:])
-        section_write("hosts", render(result, problems, command.strip()))
+        section_write("hosts", render(result, problems, command.strip()), doc=RESILIENCE)
     sys.exit(1 if problems else 0)
 
 

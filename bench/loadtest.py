@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -375,56 +377,66 @@ def setup_private(latency_ms: float, webhook_url: str, ingest_limit: int) -> dic
     }
 
 
-def run_private(args: argparse.Namespace) -> dict:
-    from bench.scenario import Receiver
+@contextlib.contextmanager
+def private_sluice(
+    env: dict[str, str], *, latency_ms: float, webhook_url: str, ingest_limit: int
+) -> Iterator[dict[str, str]]:
+    """A Sluice of its own on a free loopback port for a `with` block: migrated, the load test's
+    client and pipeline made (`--setup-private`), `manage.py serve` running (web and workers).
+    Yields its url, key and pipeline slug; stops the server afterwards."""
     from tests.processes import free_port, wait_for_http
 
     manage = [sys.executable, str(ROOT / "manage.py")]
+    for command in (["migrate", "--no-input", "-v", "0"], ["createcachetable"]):
+        subprocess.run([*manage, *command], env=env, cwd=ROOT, check=True)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.loadtest",
+            "--setup-private",
+            str(latency_ms),
+            webhook_url,
+            str(ingest_limit),
+        ],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    created = json.loads(made.stdout.strip().splitlines()[-1])
+    port = free_port()
+    server = subprocess.Popen(
+        [*manage, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        time.sleep(2)  # the worker cluster's processes start
+        yield {"url": f"http://127.0.0.1:{port}", "key": created["key"], "slug": created["slug"]}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def run_private(args: argparse.Namespace) -> dict:
+    from bench.scenario import Receiver
+
     with tempfile.TemporaryDirectory(prefix="sluice-loadtest-") as data_dir, Receiver() as hook:
         env = private_env(data_dir, args.workers)
-        for command in (["migrate", "--no-input", "-v", "0"], ["createcachetable"]):
-            subprocess.run([*manage, *command], env=env, cwd=ROOT, check=True)
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.loadtest",
-                "--setup-private",
-                str(args.latency_ms),
-                hook.url,
-                str(args.ingest_limit),
-            ],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        created = json.loads(made.stdout.strip().splitlines()[-1])
-        port = free_port()
-        server = subprocess.Popen(
-            [*manage, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
-            time.sleep(2)  # the worker cluster's processes start
-            args.url, args.key, args.pipeline = (
-                f"http://127.0.0.1:{port}",
-                created["key"],
-                created["slug"],
-            )
+        with private_sluice(
+            env, latency_ms=args.latency_ms, webhook_url=hook.url, ingest_limit=args.ingest_limit
+        ) as sluice:
+            args.url, args.key, args.pipeline = sluice["url"], sluice["key"], sluice["slug"]
             report = asyncio.run(drive(args))
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
     report["private_sluice"] = {
         "database": "SQLite (embedded)",
         "worker_processes": args.workers,

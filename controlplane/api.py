@@ -17,12 +17,14 @@ COMMON_ERRORS = {
     401: ("security", "No key, an unknown key or a revoked key."),
     413: ("body", "The body is larger than this server takes."),
     422: ("any", "A field is missing, of the wrong type or out of range."),
+    503: ("any", "The database is unreachable for a moment: retry after Retry-After seconds."),
 }
 
 
 class SluiceApi(NinjaAPI):
     """The NinjaAPI whose OpenAPI document also lists the errors every operation can answer
-    (bad JSON, no key, too large, invalid), so clients and schema checkers know them."""
+    (bad JSON, no key, too large, invalid, database unreachable), so clients and schema
+    checkers know them."""
 
     def get_openapi_schema(self, *, path_prefix=None, path_params=None):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)

@@ -23,5 +23,6 @@ class ControlplaneConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_after_migrate, dispatch_uid="sluice-after-migrate")
-        # The shell's receiver: a rollout rolled back by a guard raises an alert.
-        from controlplane import rollout_alerts  # noqa: F401
+        # The shell's receivers: a rollout rolled back by a guard raises an alert, and so does
+        # a pipeline the engine paused for a system error.
+        from controlplane import rollout_alerts, system_alerts  # noqa: F401

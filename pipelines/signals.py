@@ -18,6 +18,13 @@ rollout_finished: a gradual rollout of a prompt version was promoted or rolled b
     commit. Arguments: rollout (its status, reason and evidence say what happened and why) and
     automatic (True when a guard or the last stage decided, False when a person did). The shell
     raises an alert for an automatic rollback.
+
+pipeline_paused: the engine paused a pipeline because of a system error (bad configuration:
+    a prompt template that no longer parses, a route with no usable model, an output schema or
+    rules that are not valid, a provider that cannot be built, such as a missing API key
+    variable), sent after commit. Its items went back to the queue and wait. Arguments:
+    pipeline, reason (what broke, in the operator's words) and error_class ("system"). The
+    shell raises an alert; resuming the pipeline resolves it.
 """
 
 from __future__ import annotations
@@ -49,3 +56,4 @@ items_held = Signal()
 items_sampled_for_audit = Signal()
 step_created = Signal()
 rollout_finished = Signal()
+pipeline_paused = Signal()

@@ -314,3 +314,113 @@ def test_a_quiet_pipeline_opens_nothing(acme_pipeline):
     alerts_evaluate()
     assert not Alert.objects.filter(pipeline=acme_pipeline).exists()
     assert Alert.objects.filter(pipeline=other).exists()
+
+
+# --- Rollouts rolled back ---------------------------------------------------------------------
+
+
+def _rolled_back_by_the_error_rate_guard(step, operator, capture):
+    """A rollout of a second version whose arm failed 10 of 20 attempts against production's
+    none, judged by the guard schedule with the alert sent after commit."""
+    from pipelines.services.configuration import prompt_version_create
+    from pipelines.services.rollouts import rollout_start, rollouts_evaluate
+    from pipelines.services.rollups import step_rollups_add
+
+    version = prompt_version_create(step=step, template="Topic? {{ text }}", actor=operator)
+    rollout = rollout_start(
+        step=step, candidate=version, stages="50, 100", min_items=10, actor=operator
+    )
+    step_rollups_add(
+        {
+            (step.pipeline_id, step.pk, 2): {"started": 20, "failed": 10, "accepted": 10},
+            (step.pipeline_id, step.pk, 1): {"started": 20, "accepted": 20},
+        },
+        at=timezone.now(),
+    )
+    with capture(execute=True):
+        assert rollouts_evaluate()["rolled_back"] == 1
+    return rollout
+
+
+def test_a_guard_rolling_a_rollout_back_opens_an_alert_of_its_own_kind_with_the_numbers(
+    acme_step, operator, django_capture_on_commit_callbacks, mailoutbox
+):
+    operator.email = "olivia@example.com"
+    operator.save(update_fields=["email"])
+    rollout = _rolled_back_by_the_error_rate_guard(
+        acme_step, operator, django_capture_on_commit_callbacks
+    )
+    [alert] = Alert.objects.all()
+    assert alert.rule == rule_of(acme_step.pipeline, Kind.ROLLOUT_ROLLED_BACK)
+    assert alert.subject == f"rollout:{rollout.pk}" and alert.state == Alert.State.FIRING
+    assert alert.summary == (
+        "Acme Corp / Ticket triage · Topic: rollout of prompt v2 rolled back to v1: error rate "
+        "guard tripped at stage 1 (50%): error rate: candidate 50.0% vs production 0.0%, worse "
+        "than the limit 5.0%"
+    )
+    assert alert.value == 0.5
+    [mail] = mailoutbox
+    assert "Rollout rolled back by a guard" in mail.body and "candidate 50.0%" in mail.body
+    # An event, not a condition: evaluation leaves it open.
+    alerts_evaluate()
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.FIRING
+
+
+def test_acknowledging_a_rollback_alert_resolves_it(
+    acme_step, operator, django_capture_on_commit_callbacks
+):
+    from controlplane.monitoring.alert_services import alert_acknowledge
+
+    _rolled_back_by_the_error_rate_guard(acme_step, operator, django_capture_on_commit_callbacks)
+    alert = alert_acknowledge(alert=Alert.objects.get(), actor=operator)
+    assert alert.state == Alert.State.RESOLVED
+    assert alert.acknowledged_by == operator and alert.resolved_by == operator
+
+
+def test_a_new_rollout_of_the_step_resolves_the_last_ones_alert(
+    acme_step, operator, django_capture_on_commit_callbacks
+):
+    from pipelines.services.rollouts import rollout_start
+
+    rollout = _rolled_back_by_the_error_rate_guard(
+        acme_step, operator, django_capture_on_commit_callbacks
+    )
+    rollout_start(step=acme_step, candidate=rollout.candidate, actor=operator)
+    alert = Alert.objects.get()
+    assert alert.state == Alert.State.RESOLVED and alert.resolved_by == operator
+
+
+def test_no_rollback_alert_when_its_rule_is_off_or_a_person_rolled_back(
+    acme_step, operator, django_capture_on_commit_callbacks
+):
+    from pipelines.services.configuration import prompt_version_create
+    from pipelines.services.rollouts import rollout_rollback, rollout_start
+
+    rule = rule_of(acme_step.pipeline, Kind.ROLLOUT_ROLLED_BACK)
+    alert_rule_update(rule=rule, actor=operator, enabled=False)
+    _rolled_back_by_the_error_rate_guard(acme_step, operator, django_capture_on_commit_callbacks)
+    alert_rule_update(rule=rule, actor=operator, enabled=True)
+    version = prompt_version_create(step=acme_step, template="Again {{ text }}", actor=operator)
+    rollout = rollout_start(step=acme_step, candidate=version, actor=operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        rollout_rollback(rollout=rollout, actor=operator)
+    assert not Alert.objects.exists()
+
+
+def test_pipelines_with_rules_get_the_rollback_rule_from_the_migration(acme_pipeline):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("controlplane.monitoring.migrations.0005_rollout_rolled_back_rule")
+    AlertRule.objects.filter(kind=Kind.ROLLOUT_ROLLED_BACK).delete()
+    bare = PipelineFactory()
+    AlertRule.objects.filter(pipeline=bare).delete()
+    migration.add_rollback_rules(apps, None)
+    migration.add_rollback_rules(apps, None)
+    assert rule_of(acme_pipeline, Kind.ROLLOUT_ROLLED_BACK).enabled
+    # A pipeline without rules gets every default, this one included, from alert_rules_ensure.
+    assert not AlertRule.objects.filter(pipeline=bare).exists()
+    alert_rules_ensure()
+    assert rule_of(bare, Kind.ROLLOUT_ROLLED_BACK)

@@ -156,6 +156,52 @@ def test_the_csv_export_of_cost_per_pipeline_matches_the_page(busy, client_a, ac
     assert Decimal(rows[0][2]) == expected
 
 
+def test_the_cost_section_shows_what_cascade_routing_saved_and_its_escalations(
+    acme_step, operator, client_a, tmp_path
+):
+    from tests.test_cascade import SURE, UNSURE, cheap_then_strong, model, price
+
+    config.step_update(step=acme_step, actor=operator, cascade=True, confidence_threshold="0.8")
+    # Two answers the cheap model was sure of, then one it was not (asked the strong one again).
+    cheap, strong = cheap_then_strong(acme_step, operator, cheap_confidence=SURE)
+    run_items(acme_step.pipeline, 2, prefix="sure")
+    unsure = model(operator, "Unsure", price=1, confidence=UNSURE)
+    config.route_set(step=acme_step, entries=[{"model": unsure}, {"model": strong}], actor=operator)
+    run_items(acme_step.pipeline, 1, prefix="unsure")
+    saved = 2 * (price(strong) - price(cheap))
+    period = today_period()
+    http = login(client_a)
+
+    report = report_build(
+        client=acme_step.pipeline.client, period=period, now=timezone.now(), operator_view=False
+    )
+    assert report.current.routing_saved == saved and report.current.escalations == 1
+    page = http.get(reverse("report-client", args=["acme"]) + query(period)).content.decode()
+    assert "Saved by routing to cheaper models" in page and f"${saved:.4f}" in page
+    assert "Answers escalated to the stronger model" in page
+
+    summary = rows_of(http.get(reverse("report-csv", args=["acme", "summary"]) + query(period)))
+    by_measure = {row[0]: row[1:] for row in summary}
+    assert Decimal(by_measure["Saved by routing to cheaper models"][0]) == saved
+    assert by_measure["Answers escalated to the stronger model"][0] == "1"
+    header, row = rows_of(
+        http.get(reverse("report-csv", args=["acme", "cost_pipeline"]) + query(period))
+    )
+    columns = dict(zip(header, row, strict=True))
+    assert Decimal(columns["Saved by routing"]) == saved and columns["Escalations"] == "1"
+    [step_row] = report.tables["cost_step"].rows
+    assert step_row[4:] == [saved, 1]
+
+    pdf = http.get(reverse("report-pdf", args=["acme"]) + query(period))
+    pages = [" ".join(text.split()) for text in pdf_pages(pdf.content, tmp_path)]
+    assert "Saved by routing to cheaper models" in pages[0] and f"${saved:.4f}" in pages[0]
+    assert "Answers escalated to the stronger model" in pages[0]
+    assert (
+        f"routing to cheaper models ${saved:.4f} (1 answer escalated to the stronger model)"
+        in pages[2]
+    )
+
+
 # --- access ----------------------------------------------------------------------------------
 
 

@@ -74,3 +74,21 @@ def test_work_whose_wake_up_was_folded_into_a_drains_is_still_taken_by_it(
     assert len(late) == 1 and len(sent) == before  # its wake-up was folded into the first
     late[0].refresh_from_db()
     assert late[0].status != Item.Status.QUEUED
+
+
+@pytest.mark.django_db
+def test_resuming_a_pipeline_wakes_the_workers(
+    acme_pipeline, operator, monkeypatch, django_capture_on_commit_callbacks
+):
+    from pipelines.services.configuration import pipeline_update
+
+    sent = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda func, **kw: sent.append(func))
+    pipeline_update(pipeline=acme_pipeline, actor=operator, status="paused")
+    cache.delete("engine-wake")
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline_update(pipeline=acme_pipeline, actor=operator, status="paused", name="Paused")
+    assert sent == []  # nothing can run in a paused pipeline
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline_update(pipeline=acme_pipeline, actor=operator, status="active")
+    assert sent and set(sent) == {"pipelines.tasks.engine_drain_task"}

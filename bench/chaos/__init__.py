@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,3 +69,27 @@ def scenario_main(
         inner(args)
         return
     run_isolated(module, sys.argv[1:], workers=args.workers)
+
+
+def cluster_inner(
+    args: argparse.Namespace,
+    *,
+    make_pipeline: Callable[..., object],
+    run: Callable[[object], dict],
+) -> None:
+    """In a process whose environment points at the private database: a webhook receiver,
+    the pipeline `make_pipeline(webhook_url=)` builds, a real worker cluster, and the figures
+    of `run(pipeline)` with the receiver's count, printed as JSON."""
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from bench.scenario import Cluster, Receiver
+
+    with Receiver() as hook:
+        pipeline = make_pipeline(webhook_url=hook.url)
+        with Cluster(args.workers):
+            time.sleep(3)  # the cluster's processes start
+            result = run(pipeline)
+    result["webhook_posts"] = hook.received
+    print(json.dumps(result, default=str))

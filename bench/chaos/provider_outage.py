@@ -19,14 +19,12 @@ Prints the figures as JSON and the verdict; exits 1 on FAIL.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.chaos import scenario_main
+from bench.chaos import cluster_inner, scenario_main
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ALERT_EVERY_SECONDS = 3.0
@@ -48,6 +46,15 @@ def statuses(pipeline) -> dict[str, int]:
 
     rows = Item.objects.filter(pipeline=pipeline).values_list("status").annotate(n=Count("id"))
     return dict(sorted(rows))
+
+
+def failed_calls(pipeline) -> int:
+    from django.db.models import Sum
+
+    from pipelines.models import Rollup
+
+    rows = Rollup.objects.filter(pipeline=pipeline)
+    return rows.aggregate(n=Sum("failed_transient"))["n"] or 0
 
 
 def scenario(
@@ -90,6 +97,10 @@ def scenario(
             alerts_evaluate()
             next_alerts = time.monotonic() + ALERT_EVERY_SECONDS
     during = statuses(pipeline)
+    failed_in_outage = failed_calls(pipeline)
+    max_attempts_used = max(
+        Item.objects.filter(pipeline=pipeline).values_list("attempts", flat=True), default=0
+    )
     dead_lettered_in_outage = during.get(Item.Status.DEAD_LETTERED, 0)
     fired = alerts.exists()
 
@@ -121,6 +132,10 @@ def scenario(
         "breaker_reset_seconds": provider.breaker_reset_seconds,
         "breaker_states_seen": sorted(states_seen),
         "statuses_at_end_of_outage": during,
+        # What the outage cost: calls that failed (each an attempt of an item) before the
+        # breaker stopped them, and the most attempts any item had used by its end.
+        "failed_calls_in_outage": failed_in_outage,
+        "max_attempts_used_in_outage": max_attempts_used,
         "statuses_at_end": after,
         "seconds_from_recovery_to_all_delivered": round(recovery_seconds, 1),
         "breaker_events": BreakerEvent.objects.filter(provider=provider).count(),
@@ -148,27 +163,19 @@ def chaos_pipeline(*, webhook_url: str, breaker_reset_seconds: int):
 
 def inner(args: argparse.Namespace) -> None:
     """In a process whose environment points at the private database: the real cluster."""
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from bench.scenario import Cluster, Receiver
-
-    with Receiver() as hook:
-        pipeline = chaos_pipeline(
-            webhook_url=hook.url, breaker_reset_seconds=args.breaker_reset_seconds
-        )
-        with Cluster(args.workers):
-            time.sleep(3)  # the cluster's processes start
-            result = scenario(
-                pipeline=pipeline,
-                items=args.items,
-                outage_seconds=args.outage_seconds,
-                recover_timeout=args.recover_timeout,
-                work=lambda: time.sleep(0.5),
-            )
-    result["webhook_posts"] = hook.received
-    print(json.dumps(result, default=str))
+    cluster_inner(
+        args,
+        make_pipeline=lambda webhook_url: chaos_pipeline(
+            webhook_url=webhook_url, breaker_reset_seconds=args.breaker_reset_seconds
+        ),
+        run=lambda pipeline: scenario(
+            pipeline=pipeline,
+            items=args.items,
+            outage_seconds=args.outage_seconds,
+            recover_timeout=args.recover_timeout,
+            work=lambda: time.sleep(0.5),
+        ),
+    )
 
 
 def main() -> None:

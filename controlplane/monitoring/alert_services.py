@@ -22,6 +22,7 @@ from django.utils import timezone
 from controlplane.logs import log_fields
 from controlplane.models import WorkerHeartbeat
 from controlplane.monitoring.alerts import (
+    EVENT_KINDS,
     GLOBAL_DEFAULTS,
     PIPELINE_DEFAULTS,
     Facts,
@@ -244,7 +245,12 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
 
 
 def _evaluate(now: datetime) -> dict[str, int]:
-    rules = list(AlertRule.objects.filter(enabled=True).select_related("pipeline__client"))
+    # Event kinds have no condition to check: their alerts open and resolve elsewhere.
+    rules = list(
+        AlertRule.objects.filter(enabled=True)
+        .exclude(kind__in=sorted(EVENT_KINDS))
+        .select_related("pipeline__client")
+    )
     facts = alert_facts_gather(rules=rules, now=now)
     open_alerts = {
         (alert.rule_id, alert.subject): alert
@@ -280,7 +286,7 @@ def _evaluate(now: datetime) -> dict[str, int]:
                 now=now,
             )
             if step.action == "open":
-                alert = _open(rule, findings[subject], now)
+                alert = alert_open(rule=rule, finding=findings[subject], now=now)
                 if alert is not None:
                     opened.append(alert)
                     counts["opened"] += 1
@@ -305,7 +311,10 @@ def _evaluate(now: datetime) -> dict[str, int]:
     return counts
 
 
-def _open(rule: AlertRule, finding: Finding, now: datetime) -> Alert | None:
+def alert_open(*, rule: AlertRule, finding: Finding, now: datetime) -> Alert | None:
+    """Open an alert of `rule` for the finding's subject; None when one is open already (two
+    evaluations at once, or the same event told twice): one incident is one alert. The caller
+    notifies."""
     try:
         with transaction.atomic():
             alert = Alert.objects.create(
@@ -329,15 +338,38 @@ def _open(rule: AlertRule, finding: Finding, now: datetime) -> Alert | None:
     return alert
 
 
+def alert_event_raise(*, kind: Kind, finding: Finding) -> list[Alert]:
+    """Something happened to the finding's pipeline (an event kind: a rollout rolled back):
+    open an alert under each of the pipeline's enabled rules of `kind` and send what opened.
+    The alerts opened: none when those rules are off, or when the event was told already. Call
+    it after commit: it sends."""
+    rules = AlertRule.objects.filter(pipeline_id=finding.pipeline_id, kind=kind, enabled=True)
+    now = timezone.now()
+    opened = [
+        alert
+        for alert in (alert_open(rule=r, finding=finding, now=now) for r in rules.order_by("pk"))
+        if alert is not None
+    ]
+    if opened:
+        from controlplane.monitoring.notify import alerts_notify
+
+        alerts_notify(opened=opened, resolved=[])
+    return opened
+
+
 # --- Acknowledge and resolve ----------------------------------------------------------------
 
 
 @transaction.atomic
 def alert_acknowledge(*, alert: Alert, actor: AbstractBaseUser) -> Alert:
-    """Someone is on it: the alert leaves the banner but stays open until it resolves."""
-    changed = Alert.objects.filter(pk=alert.pk, state=Alert.State.FIRING).update(
-        state=Alert.State.ACKNOWLEDGED, acknowledged_by=actor, acknowledged_at=timezone.now()
-    )
+    """Someone is on it: the alert leaves the banner but stays open until it resolves. An
+    event's alert (a rollout rolled back) has no condition that could clear, so acknowledging
+    it resolves it too."""
+    now = timezone.now()
+    fields = {"state": Alert.State.ACKNOWLEDGED, "acknowledged_by": actor, "acknowledged_at": now}
+    if alert.rule.kind in EVENT_KINDS:
+        fields.update(state=Alert.State.RESOLVED, resolved_at=now, resolved_by=actor)
+    changed = Alert.objects.filter(pk=alert.pk, state=Alert.State.FIRING).update(**fields)
     if changed:
         alert.refresh_from_db()
     return alert
@@ -353,3 +385,16 @@ def alert_resolve(*, alert: Alert, actor: AbstractBaseUser) -> Alert:
     if changed:
         alert.refresh_from_db()
     return alert
+
+
+@transaction.atomic
+def alerts_resolve_subjects(
+    *, kind: Kind, subjects: Sequence[str], actor: AbstractBaseUser | None
+) -> int:
+    """Resolve the open alerts of rules of `kind` about any of `subjects` (an event's alerts,
+    when what they told about is over); how many. Nothing is sent: it is someone's doing."""
+    if not subjects:
+        return 0
+    return Alert.objects.filter(
+        rule__kind=kind, subject__in=list(subjects), state__in=Alert.OPEN_STATES
+    ).update(state=Alert.State.RESOLVED, resolved_at=timezone.now(), resolved_by=actor)

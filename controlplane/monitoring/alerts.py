@@ -26,6 +26,8 @@ class Kind(StrEnum):
     ERROR_RATE_BASELINE = "error_rate_baseline"
     BREAKER_OPEN = "breaker_open"
     WORKER_SILENT = "worker_silent"
+    ROLLOUT_ROLLED_BACK = "rollout_rolled_back"
+    PIPELINE_PAUSED = "pipeline_paused"
 
 
 # What a rule of each kind watches, and what its threshold and window mean (the rule pages
@@ -49,9 +51,15 @@ KIND_HELP: dict[Kind, tuple[str, str, str]] = {
     ),
     Kind.BREAKER_OPEN: ("Circuit breaker open", "—", "—"),
     Kind.WORKER_SILENT: ("No worker heartbeat", "—", "minutes without a heartbeat"),
+    Kind.ROLLOUT_ROLLED_BACK: ("Rollout rolled back by a guard", "—", "—"),
+    Kind.PIPELINE_PAUSED: ("Pipeline paused by a system error", "—", "—"),
 }
 
 GLOBAL_KINDS = frozenset({Kind.BREAKER_OPEN, Kind.WORKER_SILENT})
+# Raised by something that happened rather than found by evaluation on the rollups: evaluation
+# neither opens nor resolves their alerts (controlplane/rollout_alerts.py and
+# controlplane/system_alerts.py do both).
+EVENT_KINDS = frozenset({Kind.ROLLOUT_ROLLED_BACK, Kind.PIPELINE_PAUSED})
 PIPELINE_KINDS = frozenset(Kind) - GLOBAL_KINDS
 
 # Rates over fewer calls (or percentiles over fewer items) than this say nothing: one failed
@@ -84,6 +92,8 @@ PIPELINE_DEFAULTS: tuple[RuleDefault, ...] = (
     RuleDefault(Kind.REVIEW_OVERDUE, 0, 15),
     RuleDefault(Kind.LATENCY_BASELINE, 20, 60),
     RuleDefault(Kind.ERROR_RATE_BASELINE, 20, 60),
+    RuleDefault(Kind.ROLLOUT_ROLLED_BACK, 0, 15),
+    RuleDefault(Kind.PIPELINE_PAUSED, 0, 15),
 )
 # One of each, with no pipeline, created on migrate.
 GLOBAL_DEFAULTS: tuple[RuleDefault, ...] = (

@@ -8,8 +8,9 @@ from pipelines.models import BreakerEvent, Pipeline, Provider
 
 
 class AlertRule(models.Model):
-    """A condition on the rollups that opens an alert, and who hears about it. Pipeline rules
-    are created with each pipeline; breaker and worker rules are global (no pipeline)."""
+    """A condition on the rollups (or, for event kinds, something that happened: a rollout
+    rolled back) that opens an alert, and who hears about it. Pipeline rules are created with
+    each pipeline; breaker and worker rules are global (no pipeline)."""
 
     class KindChoice(models.TextChoices):
         QUEUE_DEPTH = Kind.QUEUE_DEPTH.value, KIND_HELP[Kind.QUEUE_DEPTH][0]
@@ -22,6 +23,8 @@ class AlertRule(models.Model):
         ERROR_RATE_BASELINE = Kind.ERROR_RATE_BASELINE.value, KIND_HELP[Kind.ERROR_RATE_BASELINE][0]
         BREAKER_OPEN = Kind.BREAKER_OPEN.value, KIND_HELP[Kind.BREAKER_OPEN][0]
         WORKER_SILENT = Kind.WORKER_SILENT.value, KIND_HELP[Kind.WORKER_SILENT][0]
+        ROLLOUT_ROLLED_BACK = Kind.ROLLOUT_ROLLED_BACK.value, KIND_HELP[Kind.ROLLOUT_ROLLED_BACK][0]
+        PIPELINE_PAUSED = Kind.PIPELINE_PAUSED.value, KIND_HELP[Kind.PIPELINE_PAUSED][0]
 
     pipeline = models.ForeignKey(
         Pipeline, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_rules"

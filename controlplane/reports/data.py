@@ -29,7 +29,10 @@ class Numbers:
     rejected: int = 0
     cost: Decimal = ZERO
     cache_saved: Decimal = ZERO
+    # Cascade routing: what answers of a cheaper model saved against the route's strongest
+    # model, and the answers it was unsure of and asked the stronger model again.
     routing_saved: Decimal = ZERO
+    escalations: int = 0
     review_seconds: float = 0.0
     review_cost: Decimal = ZERO
     within_sla: float | None = None

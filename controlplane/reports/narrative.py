@@ -43,7 +43,9 @@ def cost_text(report) -> str:
         f"Model cost {money(cur.cost)} and human review {money(cur.review_cost)} "
         f"({cur.review_seconds / 60:,.0f} reviewer minutes at "
         f"{money(report.review_rate_per_hour)} an hour). The cache saved "
-        f"{money(cur.cache_saved)} and routing to cheaper models {money(cur.routing_saved)}. "
+        f"{money(cur.cache_saved)} and routing to cheaper models {money(cur.routing_saved)} "
+        f"({cur.escalations:,} answer{'s' if cur.escalations != 1 else ''} escalated to the "
+        "stronger model). "
         f"Month to date {money(report.month_to_date)}; at this pace the month ends near "
         f"{money(report.month_forecast)}."
     )

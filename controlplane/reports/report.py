@@ -142,6 +142,7 @@ def _numbers(
         numbers.cost += Decimal(point.count("cost"))
         numbers.cache_saved += Decimal(point.count("cost_saved"))
         numbers.routing_saved += Decimal(point.count("cascade_saved"))
+        numbers.escalations += int(point.count("escalations"))
         latency = point.latency.get("end_to_end", {})
         share = calc.share_within(latency, pipeline.latency_target_seconds)
         if share is not None:

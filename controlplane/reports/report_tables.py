@@ -88,6 +88,7 @@ def _summary_rows(cur: Numbers, prev: Numbers, *, workers: int) -> list[tuple[st
         ("Unit cost with review", MONEY, cur.unit_cost, prev.unit_cost),
         ("Saved by the cache", MONEY, cur.cache_saved, prev.cache_saved),
         ("Saved by routing to cheaper models", MONEY, cur.routing_saved, prev.routing_saved),
+        ("Answers escalated to the stronger model", INT, cur.escalations, prev.escalations),
         ("Within the latency target", PERCENT, cur.within_sla, prev.within_sla),
         ("p95 end to end", SECONDS, cur.p95, prev.p95),
         ("Review turnaround, median", SECONDS, cur.review_p50, prev.review_p50),
@@ -190,6 +191,7 @@ def _cost_pipeline_table(pipelines, totals, reviews, rate) -> Table:
             Column("Cost per item", MONEY),
             Column("Saved by the cache", MONEY),
             Column("Saved by routing", MONEY),
+            Column("Escalations", INT),
         ],
     )
     for pipeline in pipelines:
@@ -206,6 +208,7 @@ def _cost_pipeline_table(pipelines, totals, reviews, rate) -> Table:
                 ((cost + review) / finished).quantize(Decimal("0.000001")) if finished else None,
                 Decimal(point.count("cost_saved")),
                 Decimal(point.count("cascade_saved")),
+                int(point.count("escalations")),
             ]
         )
     return table
@@ -221,6 +224,7 @@ def _cost_step_table(pipelines, period: Period) -> Table:
             Column("Attempts", INT),
             Column("Cost", MONEY),
             Column("Saved by routing", MONEY),
+            Column("Escalations", INT),
         ],
     )
     for row in selectors.step_cost_list(
@@ -233,6 +237,7 @@ def _cost_step_table(pipelines, period: Period) -> Table:
                 row["started"] or 0,
                 Decimal(row["cost"] or 0),
                 Decimal(row["cascade_saved"] or 0),
+                row["escalations"] or 0,
             ]
         )
     return table

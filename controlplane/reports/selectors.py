@@ -84,11 +84,17 @@ def peak_minute(*, pipeline_ids: Sequence[int], since: datetime, until: datetime
 
 
 def step_cost_list(*, pipeline_ids: Sequence[int], since: datetime, until: datetime) -> list[dict]:
-    """Per step: its pipeline and name, attempts and cost over the period (StepRollup)."""
+    """Per step: its pipeline and name, attempts, cost, what cascade routing saved and its
+    escalations over the period (StepRollup)."""
     return list(
         StepRollup.objects.filter(pipeline_id__in=pipeline_ids, minute__gte=since, minute__lt=until)
         .values("step_id", "step__name", "step__position", "pipeline__name")
-        .annotate(started=Sum("started"), cost=Sum("cost"), cascade_saved=Sum("cascade_saved"))
+        .annotate(
+            started=Sum("started"),
+            cost=Sum("cost"),
+            cascade_saved=Sum("cascade_saved"),
+            escalations=Sum("escalations"),
+        )
         .order_by("pipeline__name", "step__position")
     )
 

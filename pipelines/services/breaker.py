@@ -12,6 +12,9 @@ database cache embedded, Redis when scaled out), never process memory. Per provi
 - ``breaker:<id>:state``: a small dict (state, rev, failures, opened_at, retry_at). No key
   means closed with no failures counted.
 - ``breaker:<id>:failures``: consecutive failures while closed, an integer counter.
+- ``breaker:<id>:answered``: present while the provider answered a call in the last
+  ``DOUBT_SECONDS``; without it (idle, new, or failing) a batch sends it a first wave of calls
+  before the rest (``breaker_doubts``, the engine's ``Wave``).
 - ``breaker:<id>:turn:<rev>``: taken with cache.add by the one worker that changes the state
   the record with that rev describes. Every state change writes a new random rev, so each key
   is used once; that also makes the add an INSERT of a new primary key on the database cache,
@@ -55,6 +58,9 @@ HALF_OPEN = BreakerEvent.State.HALF_OPEN.value
 # its entries, live ones included, once it holds more than its MAX_ENTRIES).
 TURN_SECONDS = 60
 HISTORY_LENGTH = 50
+# A provider that answered within this long, and whose last calls did not fail, is trusted with
+# a whole batch of calls at once.
+DOUBT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,10 @@ def _state_key(provider_id: int) -> str:
 
 def _failures_key(provider_id: int) -> str:
     return f"breaker:{provider_id}:failures"
+
+
+def _answered_key(provider_id: int) -> str:
+    return f"breaker:{provider_id}:answered"
 
 
 def _turn_key(provider_id: int, rev: str) -> str:
@@ -224,6 +234,20 @@ def breaker_allowances(providers: Sequence[Provider]) -> dict[int, int | None]:
     return allowances
 
 
+def breaker_doubts(providers: Sequence[Provider]) -> set[int]:
+    """Ids of the providers a batch should not trust with all its calls at once: their last
+    calls failed, or none answered in the last DOUBT_SECONDS (one cache read for all)."""
+    if not providers:
+        return set()
+    keys = {p.pk: (_failures_key(p.pk), _answered_key(p.pk)) for p in providers}
+    found = cache.get_many([key for pair in keys.values() for key in pair])
+    return {
+        pk
+        for pk, (failures, answered) in keys.items()
+        if (found.get(failures) or 0) > 0 or answered not in found
+    }
+
+
 def failure_runs(outcomes: Sequence[bool]) -> tuple[int, list[int] | None]:
     """Split outcomes into the failures before the first success and, if anything succeeded,
     the length of each run of failures after each success (the last one is the trailing run).
@@ -295,6 +319,9 @@ def breaker_record(results: Mapping[int, Sequence[bool]]) -> None:
     providers = Provider.objects.in_bulk(list(results))
     records = _read_many(list(providers))
     now = clock()
+    answered = [pk for pk, outcomes in results.items() if any(outcomes)]
+    if answered:
+        cache.set_many({_answered_key(pk): now for pk in answered}, timeout=DOUBT_SECONDS)
     for pk, provider in providers.items():
         outcomes = results[pk]
         record = records[pk]

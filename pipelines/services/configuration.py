@@ -28,6 +28,7 @@ from pipelines.models import (
 )
 from pipelines.rules import rules_problems
 from pipelines.schemas import schema_problems
+from pipelines.services.ingest import engine_wake
 from pipelines.signals import step_created
 from pipelines.templating import template_check
 
@@ -189,6 +190,9 @@ def pipeline_update(
         before=old,
         after=new,
     )
+    if pipeline.status == Pipeline.Status.ACTIVE:
+        # A resumed pipeline, or a raised limit or budget, may have work that can run now.
+        transaction.on_commit(engine_wake)
     return pipeline
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -54,7 +54,14 @@ from pipelines.providers import (
 from pipelines.result_cache import result_key
 from pipelines.retry import retry_delay
 from pipelines.route import route_candidates
-from pipelines.services.breaker import breaker_allowances, breaker_record, breaker_states
+from pipelines.rules import rules_problems
+from pipelines.schemas import schema_problems
+from pipelines.services.breaker import (
+    breaker_allowances,
+    breaker_doubts,
+    breaker_record,
+    breaker_states,
+)
 from pipelines.services.budgets import budget_holds
 from pipelines.services.calls import provider_settings, run_sync
 from pipelines.services.delivery import deliveries_open
@@ -67,8 +74,14 @@ from pipelines.services.rollups import (
     step_latencies_add,
     step_rollups_add,
 )
-from pipelines.signals import Held, Sampled, items_held, items_sampled_for_audit
-from pipelines.templating import PromptTemplateError, render_prompt
+from pipelines.signals import (
+    Held,
+    Sampled,
+    items_held,
+    items_sampled_for_audit,
+    pipeline_paused,
+)
+from pipelines.templating import PromptTemplateError, render_prompt, template_variables
 from pipelines.wake import wake_window_left
 
 logger = logging.getLogger(__name__)
@@ -308,13 +321,49 @@ class Work:
 
 
 @dataclass
+class Wave:
+    """A batch's calls to a provider not known to be up (its last calls failed, or none
+    answered lately: `breaker_doubts`) go out in two waves: the first `size` alone, the rest
+    once one of those answered. If every call of the first wave failed, the rest do not go:
+    they wait like calls the breaker refused, without using an attempt. So such a batch costs
+    an outage `size` attempts (the breaker's threshold, which then opens it), not one per
+    item. A provider answering steadily gets whole batches at once: no wave, no delay."""
+
+    size: int
+    started: int = 0
+    finished: int = 0
+    answered: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def join(self) -> bool:
+        """Take a place in the first wave if one is left (True), else wait for it (False)."""
+        if self.started < self.size:
+            self.started += 1
+            return True
+        return False
+
+    def report(self, *, answered: bool) -> None:
+        """A first-wave call is over: one answer lets the rest go; all failed holds them."""
+        self.finished += 1
+        self.answered = self.answered or answered
+        if self.answered or self.finished >= self.size:
+            self.ready.set()
+
+    async def passed(self) -> bool:
+        await self.ready.wait()
+        return self.answered
+
+
+@dataclass
 class Admission:
     """What a batch may send to each provider: calls left under its circuit breaker and rate
-    limit (None: no limit), why not when none are left, and what the calls answered."""
+    limit (None: no limit), why not when none are left, what the calls answered, and each
+    provider's first wave (see `Wave`)."""
 
     left: dict[int, int | None] = field(default_factory=dict)
     refusals: dict[int, ProviderLimitError] = field(default_factory=dict)
     outcomes: dict[int, list[bool]] = field(default_factory=dict)
+    wave_sizes: dict[int, int] = field(default_factory=dict)
 
     def take(self, provider_id: int) -> ProviderLimitError | None:
         left = self.left.get(provider_id)
@@ -367,61 +416,153 @@ def _plan(items: Sequence[Item]) -> list[Work]:
     }
     pinned = _pinned_versions(items, steps)
     rollouts = rollouts_active(step_ids={s.pk for group in steps.values() for s in group})
+    checked = ConfigChecks()
     plans = []
     for item in items:
         work = Work(item=item)
         plans.append(work)
-        pipeline_steps = steps.get(item.pipeline_id, [])
-        if item.step_position > len(pipeline_steps):
-            work.error = ConfigurationError(
-                f"The pipeline has no step {item.step_position}: add a step to it."
-            )
-            continue
-        step = pipeline_steps[item.step_position - 1]
-        work.step = step
-        pin = item.prompt_pins.get(step.slug)
-        if pin is not None:
-            version = pinned.get((step.pk, pin))
-            if version is None:
-                work.error = InputError(
-                    f'Step "{step.name}" has no prompt version {pin} to run this item against.'
-                )
-                continue
-        else:
-            version = labels.get(step.pk)
-            rollout = rollouts.get(step.pk)
-            if rollout is not None and version is not None:
-                version = _rollout_version(item, step=step, rollout=rollout, production=version)
-                work.rollout_id = rollout.pk
-        if version is None:
-            work.error = ConfigurationError(f'Step "{step.name}" has no production prompt.')
-            continue
-        work.version_number = version.number
-        work.version_id = version.pk
         try:
-            prompt = render_prompt(template=version.template, data=item.data)
-        except PromptTemplateError as exc:
-            work.error = InputError(f"The prompt cannot be rendered for this item: {exc}")
-            continue
-        text = input_text(item.data)
-        work.candidates = [
-            entry.model
-            for entry in route_candidates(
-                list(step.route.all()), input_chars=len(text), priority=item.priority
+            _plan_one(
+                work, steps=steps, labels=labels, pinned=pinned, rollouts=rollouts, checked=checked
             )
-        ]
-        if not work.candidates:
-            work.error = ConfigurationError(f'Step "{step.name}" has no model: set its route.')
-            continue
-        work.request = CallRequest(
-            prompt=prompt,
-            model=work.candidates[0].name,
-            parameters=dict(version.parameters),
-            labels=tuple(step.labels) if step.kind == Step.Kind.CLASSIFY else None,
-            output_schema=step.output_schema or None,
-            input_text=text,
-        )
+        except DatabaseError:
+            raise  # the database itself failed: nothing here is the configuration's fault
+        except Exception as exc:
+            # Configuration the checks did not foresee (a value corrupted in the database):
+            # a system error, which keeps the item and pauses its pipeline, never a crashed batch
+            # whose items would use up their attempts one lease at a time.
+            logger.exception("item %s: its configuration cannot be read", item.pk)
+            where = f'Step "{work.step.name}"' if work.step else "The pipeline"
+            work.error = ConfigurationError(
+                f"{where}'s configuration cannot be read: {type(exc).__name__}: {exc}"
+            )
+            work.request = None
     return plans
+
+
+@dataclass
+class ConfigChecks:
+    """What a batch found wrong with each step and prompt version it planned, checked once a
+    batch: None when it is fine."""
+
+    steps: dict[int, str | None] = field(default_factory=dict)
+    versions: dict[int, str | None] = field(default_factory=dict)
+
+    def step(self, step: Step) -> str | None:
+        if step.pk not in self.steps:
+            self.steps[step.pk] = _step_config_problem(step)
+        return self.steps[step.pk]
+
+    def version(self, step: Step, version: PromptVersion) -> str | None:
+        if version.pk not in self.versions:
+            self.versions[version.pk] = _version_config_problem(step, version)
+        return self.versions[version.pk]
+
+
+def _step_config_problem(step: Step) -> str | None:
+    """Why the step's gate cannot judge any output (saved configuration is checked when it is
+    saved; this catches what changed under it, such as a value edited in the database)."""
+    if step.output_schema:
+        problems = schema_problems(step.output_schema)
+        if problems:
+            return f'Step "{step.name}" has an output schema that is not valid: {problems[0]}'
+    problems = rules_problems(step.rules) if step.rules else []
+    if problems:
+        return f'Step "{step.name}" has business rules that are not valid: {problems[0]}'
+    if step.kind == Step.Kind.CLASSIFY and (
+        not isinstance(step.labels, list) or not all(isinstance(x, str) for x in step.labels)
+    ):
+        return f'Step "{step.name}" has labels that are not a list of strings.'
+    return None
+
+
+def _version_config_problem(step: Step, version: PromptVersion) -> str | None:
+    """Why a prompt version cannot run for any item: a template that no longer parses, or
+    parameters that are not an object. (A template that parses but fails on one item's data
+    is that item's input error.)"""
+    try:
+        template_variables(version.template)
+    except PromptTemplateError as exc:
+        return f'Step "{step.name}": prompt version {version.number} cannot be parsed: {exc}'
+    if not isinstance(version.parameters, dict):
+        return (
+            f'Step "{step.name}": prompt version {version.number} has parameters that are '
+            "not an object."
+        )
+    return None
+
+
+def _plan_one(
+    work: Work,
+    *,
+    steps: dict[int, list[Step]],
+    labels: dict[int, PromptVersion],
+    pinned: dict[tuple[int, int], PromptVersion],
+    rollouts: dict[int, Rollout],
+    checked: ConfigChecks,
+) -> None:
+    """Plan one item's call, or set the error that decides its outcome."""
+    item = work.item
+    pipeline_steps = steps.get(item.pipeline_id, [])
+    if item.step_position > len(pipeline_steps):
+        work.error = ConfigurationError(
+            f"The pipeline has no step {item.step_position}: add a step to it."
+        )
+        return
+    step = pipeline_steps[item.step_position - 1]
+    work.step = step
+    pin = item.prompt_pins.get(step.slug)
+    if pin is not None:
+        version = pinned.get((step.pk, pin))
+        if version is None:
+            work.error = InputError(
+                f'Step "{step.name}" has no prompt version {pin} to run this item against.'
+            )
+            return
+    else:
+        version = labels.get(step.pk)
+        rollout = rollouts.get(step.pk)
+        if rollout is not None and version is not None:
+            version = _rollout_version(item, step=step, rollout=rollout, production=version)
+            work.rollout_id = rollout.pk
+    if version is None:
+        work.error = ConfigurationError(f'Step "{step.name}" has no production prompt.')
+        return
+    work.version_number = version.number
+    work.version_id = version.pk
+    problem = checked.step(step) or checked.version(step, version)
+    if problem:
+        work.error = ConfigurationError(problem)
+        return
+    try:
+        prompt = render_prompt(template=version.template, data=item.data)
+    except PromptTemplateError as exc:
+        work.error = InputError(f"The prompt cannot be rendered for this item: {exc}")
+        return
+    text = input_text(item.data)
+    matching = route_candidates(
+        list(step.route.all()), input_chars=len(text), priority=item.priority
+    )
+    # A model switched off after the route was set is skipped; the route's next model serves.
+    work.candidates = [entry.model for entry in matching if entry.model.is_active]
+    if not work.candidates:
+        if matching:
+            names = ", ".join(str(entry.model) for entry in matching)
+            work.error = ConfigurationError(
+                f'Step "{step.name}" routes this item only to models that are switched off '
+                f"({names}): switch one on or change the route."
+            )
+        else:
+            work.error = ConfigurationError(f'Step "{step.name}" has no model: set its route.')
+        return
+    work.request = CallRequest(
+        prompt=prompt,
+        model=work.candidates[0].name,
+        parameters=dict(version.parameters),
+        labels=tuple(step.labels) if step.kind == Step.Kind.CLASSIFY else None,
+        output_schema=step.output_schema or None,
+        input_text=text,
+    )
 
 
 def _rollout_version(
@@ -471,6 +612,7 @@ def _admission(plans: Sequence[Work]) -> Admission:
     if not providers:
         return admission
     allowed = breaker_allowances(list(providers.values()))
+    doubted = breaker_doubts([p for p in providers.values() if p.kind != "local"])
     views = None
     for pid, provider in providers.items():
         left = allowed.get(pid)
@@ -497,6 +639,11 @@ def _admission(plans: Sequence[Work]) -> Admission:
                     retry_after=5 + random.uniform(0, 10),
                 )
         admission.left[pid] = left
+        # A provider not known to be up gets a first wave of calls before the rest. (Not the
+        # local model: it cannot have an outage, and predicts a loop turn's calls at once.)
+        calls = sum(1 for w in plans if any(m.provider_id == pid for m in w.candidates))
+        if pid in doubted and calls > provider.breaker_failure_threshold:
+            admission.wave_sizes[pid] = max(1, provider.breaker_failure_threshold)
     return admission
 
 
@@ -511,6 +658,22 @@ async def _call_all(
 ) -> None:
     """Run every planned call at once; each provider's own semaphore bounds its concurrency."""
     providers: dict[tuple[int, int | None], Any] = {}
+    # Made here: an asyncio.Event belongs to the loop that runs this batch.
+    waves = {pid: Wave(size=size) for pid, size in admission.wave_sizes.items()}
+
+    async def wave_refusal(model: AiModel) -> tuple[Wave | None, ProviderLimitError | None]:
+        """(the wave this call opens, if it is in a first wave; a refusal when it is not and
+        the first wave failed)."""
+        wave = waves.get(model.provider_id)
+        if wave is None or wave.join():
+            return wave, None
+        if await wave.passed():
+            return None, None
+        return None, ProviderLimitError(
+            f"The first {wave.size} calls of this batch to {model.provider.name} failed; "
+            "the rest wait for its circuit breaker.",
+            retry_after=5 + random.uniform(0, 5),
+        )
 
     def provider_of(model: AiModel, step: Step):
         # Local providers hold a step's model, so they are per step; the rest per provider.
@@ -523,11 +686,20 @@ async def _call_all(
                 if isinstance(trained, ProviderError):
                     raise trained
                 model_bytes = trained
-            providers[key] = provider_for(
-                kind=model.provider.kind,
-                settings=provider_settings(model.provider),
-                local_model_bytes=model_bytes,
-            )
+            try:
+                providers[key] = provider_for(
+                    kind=model.provider.kind,
+                    settings=provider_settings(model.provider),
+                    local_model_bytes=model_bytes,
+                )
+            except ProviderError:
+                raise
+            except Exception as exc:
+                # Settings that passed validation once and were changed under it since.
+                raise ConfigurationError(
+                    f"The settings of provider {model.provider.name} cannot be used: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         return providers[key]
 
     async def run(work: Work) -> None:
@@ -547,6 +719,9 @@ async def _call_all(
             else:
                 escalating = None
             refusal = admission.take(model.provider_id)
+            wave = None
+            if refusal is None:
+                wave, refusal = await wave_refusal(model)
             if refusal is not None:
                 if escalating:  # the stronger model cannot answer: the cheaper answer stands
                     work.model, work.result = escalating
@@ -565,8 +740,10 @@ async def _call_all(
             )
             outcomes = admission.outcomes.setdefault(model.provider_id, [])
             work.called = True
+            answered = False
             try:
                 work.result = await provider_of(model, work.step).call(request)
+                answered = True
                 work.model, work.error = model, None
                 outcomes.append(True)
                 if _escalates(work, index):
@@ -576,6 +753,8 @@ async def _call_all(
             except ProviderError as exc:
                 if not isinstance(exc, _BREAKER_NEUTRAL):
                     outcomes.append(not isinstance(exc, _BREAKER_FAILURES))
+                # A provider that answered (an invalid output, a refusal) is up.
+                answered = not isinstance(exc, _BREAKER_FAILURES + _BREAKER_NEUTRAL)
                 if escalating:  # the stronger model failed: the cheaper answer stands
                     work.model, work.result = escalating
                     _escalation_undo(work)
@@ -596,6 +775,9 @@ async def _call_all(
                     return
                 work.model, work.error = model, TransientError(f"unexpected error: {exc!r}")
                 return
+            finally:
+                if wave is not None:  # this call was of the first wave: the rest may go on
+                    wave.report(answered=answered)
 
     try:
         await asyncio.gather(*(run(w) for w in plans if w.request is not None))
@@ -781,13 +963,22 @@ def _decide(work: Work, steps_count: dict[int, int]) -> Outcome:
     detail = _call_detail(work)
     error = work.error
     if error is None and work.result is not None:
-        verdict = gate_evaluate(
-            output=work.result.output,
-            confidence=work.result.confidence,
-            threshold=step.confidence_threshold,
-            output_schema=step.output_schema,
-            rules=step.rules,
-        )
+        try:
+            verdict = gate_evaluate(
+                output=work.result.output,
+                confidence=work.result.confidence,
+                threshold=step.confidence_threshold,
+                output_schema=step.output_schema,
+                rules=step.rules,
+            )
+        except Exception as exc:
+            # The batch's writes must go through: a gate that cannot judge is the step's
+            # configuration at fault (a system error), not the item's.
+            logger.exception("step %s: the gate cannot judge an output", step.pk)
+            work.error = ConfigurationError(
+                f'Step "{step.name}"\'s gate cannot judge outputs: {type(exc).__name__}: {exc}'
+            )
+            return _decide(work, steps_count)
         detail["confidence"] = work.result.confidence
         detail["verdict"] = verdict.summary
         if verdict.accepted:
@@ -1083,6 +1274,8 @@ def _latency_samples(plans: Sequence[Work], *, now: datetime) -> dict[tuple[int,
 
 
 def _pipeline_pause_for_system_error(*, pipeline_id: int, reason: str) -> None:
+    """Pause an active pipeline whose configuration failed (its items are back in the queue),
+    with an audit entry naming the cause; `pipeline_paused` tells the shell after commit."""
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline_id)
     if pipeline.status != Pipeline.Status.ACTIVE:
         return
@@ -1096,6 +1289,17 @@ def _pipeline_pause_for_system_error(*, pipeline_id: int, reason: str) -> None:
         client=pipeline.client,
         before={"status": "active"},
         after={"status": "paused", "reason": f"system error: {reason}"[:500]},
+    )
+    logger.error(
+        "pipeline %s paused by a system error: %s",
+        pipeline.pk,
+        reason,
+        extra=log_fields(pipeline_id=pipeline.pk, error_class="system"),
+    )
+    transaction.on_commit(
+        lambda: pipeline_paused.send(
+            sender=Pipeline, pipeline=pipeline, reason=reason, error_class="system"
+        )
     )
 
 

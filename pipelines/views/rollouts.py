@@ -1,10 +1,15 @@
 """Gradual rollouts of a step's prompt versions: start one, watch the candidate against
-production live, pause, resume, promote or roll back by hand. Operators only."""
+production live, pause, resume, promote or roll back by hand. Operators only. The live region
+is polled under WSGI; under ASGI the shell's rollout ticker (controlplane/rollouts_live.py)
+pushes it over /ws/rollouts/<id>/."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -26,6 +31,8 @@ ACTIONS = {
     "promote": service.rollout_promote,
     "rollback": service.rollout_rollback,
 }
+# The page's live region: what the page polls under WSGI, and what its websocket is sent.
+LIVE_TEMPLATE = "pipelines/rollout_detail.html#live"
 
 
 @require_http_methods(["GET", "POST"])
@@ -57,7 +64,11 @@ def step_rollouts(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, template, context, status=status)
 
 
-def _live(rollout: Rollout) -> dict:
+def rollout_page_context(*, rollout: Rollout, websocket: bool) -> dict[str, Any]:
+    """What the live region of the rollout page shows: status and stages, why it ended, the
+    guard table, the sample and the chart figures, read from the step rollups (six queries).
+    The page renders it, and the shell's rollout ticker renders it once per tick for every
+    viewer (`websocket`: the region is fed by the socket rather than polled)."""
     candidate, production = service.rollout_arms(rollout=rollout)
     comparison = service.rollout_compare(rollout=rollout, arms=(candidate, production))
     minutes = service.arm_minutes(
@@ -85,6 +96,13 @@ def _live(rollout: Rollout) -> dict:
         limits={r.guard: r.limit for r in comparison.results if r.limit is not None},
     )
     return {
+        "rollout": rollout,
+        "websocket": websocket,
+        "stages": [
+            {"share": share, "index": i, "current": i == rollout.stage}
+            for i, share in enumerate(rollout.stages)
+        ],
+        "tripped_guards": [GUARD_LABELS[g] for g in rollout.evidence.get("tripped", [])],
         "rows": rows,
         "candidate_numbers": candidate,
         "production_numbers": production,
@@ -97,21 +115,13 @@ def _live(rollout: Rollout) -> dict:
 @role_required(Role.OPERATOR)
 def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
     rollout = rollout_get_for_user(user=request.user, pk=pk)
-    context = {
-        "rollout": rollout,
-        "step": rollout.step,
-        "pipeline": rollout.step.pipeline,
-        "stages": [
-            {"share": share, "index": i, "current": i == rollout.stage}
-            for i, share in enumerate(rollout.stages)
-        ],
-        "tripped_guards": [GUARD_LABELS[g] for g in rollout.evidence.get("tripped", [])],
-        **_live(rollout),
-    }
-    template = "pipelines/rollout_detail.html"
+    # Websockets need the ASGI server; under WSGI the live region polls instead.
+    websocket = isinstance(request, ASGIRequest)
+    context = rollout_page_context(rollout=rollout, websocket=websocket)
     if request.htmx:
-        template += "#live"
-    return render(request, template, context)
+        return render(request, LIVE_TEMPLATE, context)
+    context.update(step=rollout.step, pipeline=rollout.step.pipeline)
+    return render(request, "pipelines/rollout_detail.html", context)
 
 
 @require_POST
