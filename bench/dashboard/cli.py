@@ -83,8 +83,8 @@ def render(result: dict, command: str) -> str:
             "",
             f"Viewers do not multiply queries: {one['queries_per_tick']} per tick for one viewer "
             f"of the overview, {many['queries_per_tick']} for {many['viewers']} "
-            f"({'the same' if flat else 'not the same'}). Most of a tick's queries are the capped "
-            "gauge counts, five per pipeline watched.",
+            f"({'the same' if flat else 'not the same'}), and a fixed number however many "
+            "pipelines are watched: each kind of number is one query for all of them.",
             "",
             *raw_figures(result),
         ]
