@@ -382,9 +382,18 @@ def _cursor_page(items, *, cursor: str | None, limit: int) -> tuple[list, str | 
     return page, base64.urlsafe_b64encode(str(page[-1].pk).encode()).decode()
 
 
+def _once_each(request: HttpRequest, filters: type[Schema]) -> None:
+    """422 for a filter given more than once (`?step=a&step=b`): each takes one value, and
+    silently using one of them would answer a question the client did not ask."""
+    for name in filters.model_fields:
+        if len(request.GET.getlist(name)) > 1:
+            raise ApiError(422, "invalid", f"Give {name} at most once.", field=name)
+
+
 @router.get("/items", response={200: ItemPageOut, 422: ErrorOut}, summary="List items")
 def item_list(request: HttpRequest, filters: Query[ItemFilters]):
     """Oldest first, by cursor: a page never counts the table, and new items never shift it."""
+    _once_each(request, ItemFilters)
     items = Item.objects.select_related("pipeline").filter(pipeline__client=request.auth.client)
     if filters.pipeline:
         items = items.filter(pipeline__slug=filters.pipeline)
@@ -544,6 +553,7 @@ def _aware(moment: datetime | None) -> datetime | None:
 def dead_letter_list(request: HttpRequest, filters: Query[DeadLetterFilters]):
     """The client's items that failed for good (or were rejected), oldest first, by cursor;
     filter by pipeline, step, error class and when they ended."""
+    _once_each(request, DeadLetterFilters)
     items = Item.objects.select_related("pipeline").filter(pipeline__client=request.auth.client)
     if filters.pipeline:
         items = items.filter(pipeline__slug=filters.pipeline)

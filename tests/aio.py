@@ -15,3 +15,12 @@ def run_async(scenario: Callable[[], Awaitable[Any]]) -> Any:
     refuses to start another."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(async_to_sync(scenario)).result()
+
+
+async def in_db_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`func` on a thread from an async scenario, with its database connection given back when
+    it returns (Channels' database_sync_to_async): on PostgreSQL the connections come from a
+    pool, and a thread that keeps one drains it for the tests after."""
+    from channels.db import database_sync_to_async
+
+    return await database_sync_to_async(func)(*args, **kwargs)

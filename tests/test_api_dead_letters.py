@@ -307,3 +307,10 @@ def test_the_openapi_document_describes_the_dead_letter_endpoints(db):
     redrive_op = paths["/api/v1/dead-letters/redrive"]["post"]
     assert redrive_op["summary"].startswith("Re-drive dead letters")
     assert {"200", "202", "422"} <= set(redrive_op["responses"])
+
+
+def test_a_filter_given_twice_is_refused_with_its_name(acme_key):
+    for path in ("/api/v1/dead-letters?step=a&step=b", "/api/v1/items?status=queued&status=x"):
+        response = api(acme_key).get(path)
+        assert response.status_code == 422
+        assert response.json()["field"] in ("step", "status")

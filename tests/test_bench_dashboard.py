@@ -52,8 +52,11 @@ def test_the_loader_the_pages_and_the_ticker_run_at_a_tiny_size():
     assert all(row["ticks"] >= 1 for row in (one_pipeline, one, many, mixed))
     # The point of the ticker: viewers do not multiply queries (a tick once all are watching).
     steady = [row["read_queries"][-1] for row in (one_pipeline, one, many, mixed)]
-    # An overview reads more pipelines than one dashboard, in no more statements per tick.
-    assert steady[0] <= steady[1] == steady[2] == steady[3]
+    # An overview reads more pipelines than one dashboard, in no more statements per tick; six
+    # viewers cost what one does; watching single pipelines too adds only their step table's
+    # two reads.
+    assert steady[0] <= steady[1] == steady[2]
+    assert steady[2] <= steady[3] <= steady[2] + 2
 
     markdown = dashboard.render(
         {

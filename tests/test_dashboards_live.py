@@ -18,7 +18,7 @@ from django.utils import timezone
 from controlplane.asgi import application
 from controlplane.monitoring.live import Subscription, Ticker, ticker
 from pipelines.services.rollups import rollups_add, step_rollups_add
-from tests.aio import run_async
+from tests.aio import in_db_thread, run_async
 from tests.conftest import login
 from tests.test_dashboards import globex_step
 
@@ -61,7 +61,7 @@ def test_a_client_receives_the_snapshot_then_live_updates_of_its_pipeline(world)
         assert snapshot["type"] == "snapshot" and snapshot["range"] == "15m"
         assert len(snapshot["charts"]["throughput"]["data"][0]["x"]) == 15
         assert "breakers" not in snapshot and "workers" not in snapshot
-        await asyncio.to_thread(
+        await in_db_thread(
             rollups_add, {pipeline.pk: {"accepted": 9, "started": 9}}, at=timezone.now()
         )
         written = asyncio.get_running_loop().time()
@@ -263,7 +263,7 @@ def test_each_client_receives_the_live_step_rows_of_its_own_pipeline_only(world)
         assert [r["step"] for r in snapshot_a["steps"]] == ["Topic"]
         assert [r["step"] for r in snapshot_b["steps"]] == ["Clause check"]
         assert snapshot_a["steps"][0]["started"] == "0"
-        await asyncio.to_thread(
+        await in_db_thread(
             step_rollups_add,
             {
                 (acme, acme_step.pk, 1): {"started": 6, "accepted": 5, "held": 1},

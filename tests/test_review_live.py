@@ -16,7 +16,7 @@ from controlplane.asgi import application
 from review.live import QueueTicker, ticker
 from review.models import ReviewTask
 from review.services import task_assign, task_claim_next
-from tests.aio import run_async
+from tests.aio import in_db_thread, run_async
 from tests.conftest import login
 from tests.factories import ItemFactory
 from tests.reviewing import hold, join
@@ -80,11 +80,11 @@ def test_a_reviewer_receives_only_their_queues_and_sees_arrivals_and_claims(
             (acme_queue.pk, 1, 0)
         ]
         assert "Globex" not in first["html"] and 'data-testid="review-table"' in first["html"]
-        await asyncio.to_thread(lambda: hold(ItemFactory(pipeline=acme_step.pipeline), acme_step))
+        await in_db_thread(lambda: hold(ItemFactory(pipeline=acme_step.pipeline), acme_step))
         arrived = await _until(communicator, lambda m: m["counts"][0]["open"] == 2)
         assert arrived["html"].count("data-task=") == 2
         # Someone else (an operator) claims one: it moves from waiting to being reviewed.
-        await asyncio.to_thread(task_claim_next, user=operator, queue=acme_queue)
+        await in_db_thread(task_claim_next, user=operator, queue=acme_queue)
         claimed = await _until(communicator, lambda m: m["counts"][0]["claimed"] == 1)
         assert claimed["counts"][0]["open"] == 1 and "olivia" in claimed["html"]
         await communicator.disconnect()
@@ -103,10 +103,8 @@ def test_an_assignment_reaches_the_assignee_live_though_no_count_changed(
         await communicator.connect()
         first = await communicator.receive_json_from(timeout=5)
         assert 'data-testid="assigned"' not in first["html"]
-        task = await asyncio.to_thread(
-            lambda: ReviewTask.objects.get(step=acme_step, status="open")
-        )
-        await asyncio.to_thread(task_assign, task=task, assignee=reviewer, actor=operator)
+        task = await in_db_thread(lambda: ReviewTask.objects.get(step=acme_step, status="open"))
+        await in_db_thread(task_assign, task=task, assignee=reviewer, actor=operator)
         assigned = await _until(communicator, lambda m: 'data-testid="assigned"' in m["html"])
         assert "for you" in assigned["html"]
         assert [c["open"] for c in assigned["counts"]] == [c["open"] for c in first["counts"]]

@@ -19,7 +19,7 @@ from controlplane.rollouts_live import RolloutTicker, ticker
 from pipelines.models import Item
 from pipelines.services.rollouts import rollout_rollback, rollout_start
 from pipelines.services.rollups import step_rollups_add
-from tests.aio import run_async
+from tests.aio import in_db_thread, run_async
 from tests.test_dashboards_live import _headers
 from tests.test_rollouts import candidate
 
@@ -61,8 +61,8 @@ def test_an_operator_receives_the_region_then_an_update_when_the_rollups_move(wo
         assert f'data-rollout-live="/ws/rollouts/{rollout.pk}/"' in first["html"]
         assert "hx-trigger" not in first["html"]
         assert "—" in _error_rate_row(first["html"])  # nothing measured yet
-        await asyncio.to_thread(_work, rollout, version=2, started=20, failed=5)
-        await asyncio.to_thread(_work, rollout, version=1, started=20)
+        await in_db_thread(_work, rollout, version=2, started=20, failed=5)
+        await in_db_thread(_work, rollout, version=1, started=20)
         written = asyncio.get_running_loop().time()
         # A tick that was reading while the rows were written may send a region with half of
         # them; the next one has both, within two ticks.
@@ -87,7 +87,7 @@ def test_a_viewer_is_told_when_the_rollout_ends_and_nothing_more(world, rollout)
         communicator = _communicator(headers, rollout.pk)
         await communicator.connect()
         await communicator.receive_json_from(timeout=5)
-        await asyncio.to_thread(rollout_rollback, rollout=rollout, actor=world["operator"])
+        await in_db_thread(rollout_rollback, rollout=rollout, actor=world["operator"])
         ended = await communicator.receive_json_from(timeout=4)
         assert ended["status"] == "rolled_back"
         assert "data-rollout-live" not in ended["html"] and "rolled back by olivia" in ended["html"]
@@ -166,7 +166,7 @@ def _queries_per_tick(viewers: int, rollout) -> tuple[int, list[str], list[_View
         for viewer in crowd:
             await local.subscribe(viewer, rollout.pk)
         local.task.cancel()  # ticked by hand below
-        await asyncio.to_thread(_work, rollout, version=2, started=viewers)
+        await in_db_thread(_work, rollout, version=2, started=viewers)
         await local.tick()
         for viewer in crowd:
             local.unsubscribe(viewer)

@@ -22,9 +22,16 @@
     return document.getElementById("decision-form");
   }
 
+  // A screen swapped in a moment ago may not be wired to htmx yet (that happens on settle): a
+  // key pressed at once would submit its form as a full page. Wire it first.
+  function wire(form) {
+    if (window.htmx && form && !form["htmx-internal-data"]) window.htmx.process(form);
+  }
+
   function press(selector) {
     const button = document.querySelector(`#review-screen ${selector}, .review-start ${selector}`);
     if (!button || button.disabled) return false;
+    wire(button.form);
     button.click();
     return true;
   }
@@ -33,8 +40,7 @@
     const form = decisionForm();
     const button = form && form.querySelector(`button[name=decision][value=${decision}]`);
     if (!button) return;
-    // A screen swapped in a moment ago may not be wired to htmx yet (that happens on settle).
-    if (window.htmx && !form["htmx-internal-data"]) window.htmx.process(form);
+    wire(form);
     rejecting = false;
     form.classList.remove("rejecting");
     // A click (not requestSubmit) so that htmx sends the button's decision with the form.
