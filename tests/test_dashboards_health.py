@@ -59,6 +59,7 @@ def test_a_sample_keeps_each_breaker_and_the_workers_of_the_minute(world, runnin
         host="w2", cluster="sluice", pid=2, last_seen=now - timedelta(minutes=10)
     )
     broker = get_broker()
+    broker.purge_queue()  # wake-ups earlier tests left in a shared broker (Redis)
     broker.enqueue("a task waiting")
     broker.enqueue("another")
     try:
