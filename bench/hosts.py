@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -259,23 +258,6 @@ def _submit(pipeline, key: str, count: int, *, batch: int = 100) -> int:
     return accepted
 
 
-def _wait(predicate, *, timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def _web_ready() -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{address('web')}:{WEB_PORT}/healthz", timeout=2):
-            return True
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _host_of(actor: str) -> str:
     """`worker:slh-w1:1234` → `w1`."""
     parts = actor.split(":")
@@ -284,6 +266,7 @@ def _host_of(actor: str) -> str:
 
 def run(run: Run, workdir: Path) -> dict:
     from bench.databases import django_setup
+    from tests.processes import wait_for_http, wait_until
 
     topology_up()
     database_url = database_host_start(workdir)
@@ -333,8 +316,7 @@ def run(run: Run, workdir: Path) -> dict:
     )
     workers = {host: start(host, python, "manage.py", "qcluster") for host in ("w1", "w2")}
     try:
-        if not _wait(_web_ready, timeout=60):
-            raise RuntimeError("the web host did not answer")
+        wait_for_http(f"http://{address('web')}:{WEB_PORT}/healthz", timeout=60)
         time.sleep(3)  # the clusters' processes start
         run.note("web and both worker clusters running")
         items = Item.objects.filter(pipeline=pipeline)
@@ -356,7 +338,7 @@ def run(run: Run, workdir: Path) -> dict:
                 and items.filter(status="running", lease_owner__contains=namespace("w1")).exists()
             )
 
-        if not _wait(w1_holds_work, timeout=120, interval=0.05):
+        if not wait_until(w1_holds_work, timeout=120, interval=0.05):
             raise RuntimeError(f"work did not reach both worker hosts: {dict(by_host())}")
         before = by_host()
         orphans = set(
@@ -376,7 +358,7 @@ def run(run: Run, workdir: Path) -> dict:
         def finished() -> bool:
             return items.exclude(status__in=("delivered",)).count() == 0
 
-        ok = _wait(finished, timeout=300, interval=0.5)
+        ok = wait_until(finished, timeout=300, interval=0.5)
         run.note("every item delivered" if ok else "gave up waiting")
         time.sleep(1)  # the last webhook POSTs arrive
         statuses = dict(items.values_list("status").annotate(n=Count("id")))

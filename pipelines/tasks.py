@@ -50,7 +50,7 @@ def deliveries_send_task() -> str:
     import time
 
     from pipelines.services.delivery import DELIVERY_WAKE_KEY, deliveries_send
-    from pipelines.wake import wake_window_left
+    from pipelines.wake import wake_window_wait
 
     deadline, totals = time.monotonic() + 30, {"delivered": 0, "held": 0}
     looked_again = False
@@ -58,11 +58,9 @@ def deliveries_send_task() -> str:
         counts = deliveries_send()
         if not any(counts.values()):
             # As engine_drain: deliveries whose wake-up was folded into ours get one more look.
-            wait = wake_window_left(DELIVERY_WAKE_KEY)
-            if looked_again or not wait:
+            if looked_again or not wake_window_wait(DELIVERY_WAKE_KEY):
                 break
             looked_again = True
-            time.sleep(wait + 0.05)
             continue
         for key, n in counts.items():
             totals[key] += n

@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 # One wake-up per key in this window however many callers ask: work that arrives meanwhile is
 # taken by the drains of the wake-up already sent, which look once more at its end (see
-# `wake_window_left`).
+# `wake_window_wait`).
 WINDOW_SECONDS = 1.0
 
 
@@ -35,16 +35,21 @@ def wake_send(*, key: str, func: str, task_name: str, count: int = 1) -> bool:
     return True
 
 
-def wake_window_left(key: str) -> float:
-    """Seconds until the last wake-up's window for `key` ends (0 when none is open). A drain
-    that runs out of work looks again once the window is over: a caller whose wake-up was
-    folded into that one may have committed its work since the drain last looked."""
+def wake_window_wait(key: str) -> bool:
+    """Wait until the last wake-up's window for `key` closes; False at once when none is open.
+    A drain that runs out of work calls this and, when it waited, looks once more: a caller
+    whose wake-up was folded into the drain's own may have committed its work since the drain
+    last looked."""
     from django.core.cache import cache
 
     try:
         sent = cache.get(key)
     except Exception:
-        return 0.0
+        return False
     if not isinstance(sent, int | float):
-        return 0.0
-    return max(0.0, min(WINDOW_SECONDS, sent + WINDOW_SECONDS - time.time()))
+        return False
+    left = min(WINDOW_SECONDS, sent + WINDOW_SECONDS - time.time())
+    if left <= 0:
+        return False
+    time.sleep(left + 0.05)
+    return True

@@ -82,7 +82,7 @@ from pipelines.signals import (
     pipeline_paused,
 )
 from pipelines.templating import PromptTemplateError, render_prompt, template_variables
-from pipelines.wake import wake_window_left
+from pipelines.wake import wake_window_wait
 
 logger = logging.getLogger(__name__)
 
@@ -1334,11 +1334,9 @@ def engine_drain(*, worker: str, seconds: float = 30.0) -> dict[str, int]:
         if not counts:
             # Work committed since this drain's wake-up may have had its own wake-up folded
             # into ours: look once more when the wake-up window closes.
-            wait = wake_window_left(ENGINE_WAKE_KEY)
-            if looked_again or not wait:
+            if looked_again or not wake_window_wait(ENGINE_WAKE_KEY):
                 break
             looked_again = True
-            time.sleep(wait + 0.05)
             continue
         for status, n in counts.items():
             totals[status] = totals.get(status, 0) + n
