@@ -328,9 +328,8 @@ def run(run: Run, workdir: Path) -> dict:
             return Counter(_host_of(a) for a in started.values_list("actor", flat=True))
 
         def w1_holds_work() -> bool:
-            # Midway: a fifth past its model call, both hosts at work, and w1 holding leases.
-            if items.exclude(status__in=("queued", "running")).count() < run.items // 5:
-                return False
+            # Both hosts at work and w1 holding leases. (Waiting for more done first can miss
+            # the moment: with few items, w1's last batch may finish with everyone else's.)
             spread = by_host()
             return (
                 spread["w1"] > 0
