@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from django.core.cache import cache
@@ -19,7 +19,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Header, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
 
 from controlplane.api_auth import ApiKeyAuth
 from pipelines.gate import public_error_message
@@ -353,7 +360,16 @@ def _iso_moment(value: Any) -> Any:
     return value
 
 
-Moment = Annotated[datetime, BeforeValidator(_iso_moment)]
+def _storable_moment(value: datetime) -> datetime:
+    # In UTC: PostgreSQL refuses offsets past ±16 h (…T19:24:59-20:52 parses here), and a time
+    # that falls before year 1 in UTC is a 422 here rather than an overflow there.
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("That time is out of range.") from None
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_moment), AfterValidator(_storable_moment)]
 
 
 class ItemFilters(Schema):

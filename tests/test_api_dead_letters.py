@@ -314,3 +314,10 @@ def test_a_filter_given_twice_is_refused_with_its_name(acme_key):
         response = api(acme_key).get(path)
         assert response.status_code == 422
         assert response.json()["field"] in ("step", "status")
+
+
+def test_a_moment_before_year_one_in_utc_is_refused_not_a_500(acme_key):
+    response = api(acme_key).get("/api/v1/items?since=0001-01-01T00:00:00%2B20:52")
+    assert response.status_code == 422
+    late_offset = api(acme_key).get("/api/v1/items?since=2026-03-27T19:24:59-20:52")
+    assert late_offset.status_code == 200
